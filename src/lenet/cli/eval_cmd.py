@@ -1,0 +1,49 @@
+"""`lenet eval`: test accuracy, per-class accuracy and confusion matrix of a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="evaluate a checkpoint on the test set",
+        description="Evaluate a checkpoint on a test set: accuracy, per-class accuracy, confusion matrix.",
+        epilog="example:\n  lenet eval runs/seed\n  lenet eval runs/seed/model.safetensors --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a folder written by `lenet train --out`, or its model.safetensors")
+    p.add_argument("--model", help="refuse the checkpoint unless it holds this network")
+    p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
+    p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import lenet
+    from lenet.checkpoint import read_info
+
+    info = read_info(args.checkpoint)
+    model = lenet.load(args.checkpoint, model=args.model)
+    dataset = args.dataset or info.get("dataset", "mnist")
+    result = lenet.evaluate(model, dataset=dataset, data_root=args.data_root, device=args.device)
+    if args.json:
+        print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.model_name, "dataset": dataset,
+                          **result.to_dict()}))
+        return 0
+    print(format_report(model.model_name, dataset, result))
+    return 0
+
+
+def format_report(model_name: str, dataset: str, result) -> str:
+    errors = result.to_dict()["errors"]
+    lines = [f"{model_name} on {dataset} test set: {result.accuracy:.2f}% accuracy "
+             f"({errors} errors in {result.count:,}, error rate {100 - result.accuracy:.2f}%)", "",
+             "per-class accuracy:"]
+    lines += [f"  {digit}: {acc:6.2f}%" for digit, acc in enumerate(result.per_class)]
+    lines += ["", "confusion matrix (rows: true class, columns: predicted):",
+              "      " + "".join(f"{c:>6}" for c in range(len(result.confusion)))]
+    lines += [f"  {t:>2}  " + "".join(f"{v:>6}" for v in row) for t, row in enumerate(result.confusion)]
+    return "\n".join(lines)
