@@ -55,9 +55,9 @@ def layer_table(model: nn.Module) -> list[LayerRow]:
         def record(mod, args, output, name=name):
             if name in rows or not isinstance(output, torch.Tensor):
                 return
-            if args and isinstance(args[0], torch.Tensor) and args[0].shape == output.shape:
-                if not any(p.requires_grad for p in mod.parameters()):
-                    return  # an activation: not a layer of the table
+            same_shape = args and isinstance(args[0], torch.Tensor) and args[0].shape == output.shape
+            if same_shape and not any(p.requires_grad for p in mod.parameters()):
+                return  # an activation: not a layer of the table
             params = sum(p.numel() for p in mod.parameters() if p.requires_grad)
             rows[name] = LayerRow(name, _kind(mod), tuple(output.shape[1:]), params, _connections(mod, output))
 
