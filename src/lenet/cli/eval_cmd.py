@@ -12,7 +12,8 @@ def add_parser(subparsers) -> None:
         description="Evaluate a checkpoint on a test set: accuracy, per-class accuracy, confusion matrix.",
         epilog="example:\n  lenet eval runs/seed\n  lenet eval runs/seed/model.safetensors --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="a folder written by `lenet train --out`, or its model.safetensors")
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="a folder written by `lenet train --out`, or its model.safetensors")
     p.add_argument("--model", help="refuse the checkpoint unless it holds this network")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")

@@ -10,7 +10,8 @@ def add_parser(subparsers) -> None:
         "summary", help="print a network's layer table (output shapes, parameters, connections)",
         description="Print a network's layers with output shape, trainable parameters and connections "
                     "(multiply-adds, counted as the 1998 paper does).",
-        epilog="examples:\n  lenet summary seed\n  lenet summary --list", formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog="examples:\n  lenet summary seed\n  lenet summary --list",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", nargs="?", default="seed", metavar="MODEL", help="registered network (default seed)")
     p.add_argument("--list", action="store_true", help="list the registered networks and exit")
     p.set_defaults(run=run_summary)

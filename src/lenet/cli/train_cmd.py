@@ -38,22 +38,23 @@ def add_parser(subparsers) -> None:
                      help="bit-reproducible (same machine and thread count)")
     run.add_argument("--device", help="auto (default), cpu, cuda, mps")
     run.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
-    run.add_argument("--log-every", type=int, metavar="STEPS", help="loss line every STEPS steps (default 100; 0 = off)")
+    run.add_argument("--log-every", type=int, metavar="STEPS",
+                     help="loss line every STEPS steps (default 100; 0 = off)")
     run.add_argument("--out", metavar="DIR", help="write config.json, metrics.jsonl and the checkpoint here")
     run.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (only --epochs may change)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
 
-OPTION_NAMES = ["model", "dataset", "data_root", "val_size", "epochs", "batch_size", "lr", "optimizer",
-                "momentum", "nesterov", "schedule", "warmup_epochs", "augment", "weight_decay", "loss", "label_smoothing",
-                "seed", "deterministic", "device", "threads", "log_every", "out"]
-
-
 def run_train(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import lenet
 
-    options = {name: getattr(args, name) for name in OPTION_NAMES}
+    # Every TrainConfig field that has a flag of the same name; unset flags are None and fall through
+    # to the recipe and the defaults.
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(lenet.TrainConfig) if hasattr(args, f.name)}
+    options.pop("recipe", None)
     progress = False if args.no_progress else None
     lenet.train(recipe=args.recipe, resume=args.resume, progress_bar=progress, **options)
     return 0
