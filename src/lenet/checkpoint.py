@@ -175,13 +175,18 @@ def load_training_state(folder: str | os.PathLike, model: nn.Module,
         tensors = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
-    device = next(model.parameters()).device
     _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
             _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value.to(device)
+            param = params[int(index)]
+            if value.shape == param.shape:
+                # Same memory layout as the parameter (e.g. channels_last): fused optimizers walk
+                # parameter and state storage in lockstep, so a layout mismatch would pair wrong elements.
+                value = torch.empty_like(param, dtype=value.dtype).copy_(value)
+            state.setdefault(int(index), {})[name] = value.to(param.device)
     for key, value in json.loads(header["optimizer_scalars"]).items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value

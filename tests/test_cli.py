@@ -1,0 +1,132 @@
+import gzip
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lenet.cli import COMMANDS, build_parser, main
+from lenet.data import MNIST_FILES, SHIPPED_MNIST
+
+AVAILABLE = [c for c in COMMANDS if c in build_parser()._subparsers._group_actions[0].choices]
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(code, err, *fragments):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_top_level_help_lists_commands(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "summary"):
+        assert command in out
+
+
+@pytest.mark.parametrize("command", AVAILABLE)
+def test_every_command_has_help(capsys, command):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: lenet {command}")
+
+
+def test_summary_prints_the_layer_table(capsys):
+    code, out, _ = run(capsys, "summary", "seed")
+    assert code == 0
+    assert "conv1" in out and "44,426" in out
+
+
+def test_unknown_model_and_dataset(capsys):
+    code, _, err = run(capsys, "train", "--model", "lenet9", "--dataset", "svhn")
+    assert_one_line_error(code, err, "unknown model 'lenet9'", "unknown dataset 'svhn'")
+    code, _, err = run(capsys, "summary", "lenet9")
+    assert_one_line_error(code, err, "unknown model 'lenet9'; available: seed")
+
+
+@pytest.mark.parametrize("flag", ["--epochs", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_epochs_and_batch_size(capsys, tmp_path, flag, value):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", flag, value, "--out", str(out))
+    assert_one_line_error(code, err, f"{flag[2:]} must be a positive integer, got {value}")
+    assert not out.exists()
+
+
+def test_missing_and_empty_data_root(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--data-root", str(tmp_path / "absent"))
+    assert_one_line_error(code, err, "data root", "does not exist")
+    code, _, err = run(capsys, "train", "--data-root", str(tmp_path))
+    assert_one_line_error(code, err, "no MNIST files in", str(tmp_path))
+
+
+def _raw_copy(root):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for spec in MNIST_FILES.values():
+        shutil.copy(SHIPPED_MNIST / f"{spec.stem}.gz", raw)
+    return raw
+
+
+def test_truncated_gz_wrong_magic_and_md5(capsys, tmp_path):
+    raw = _raw_copy(tmp_path)
+    out = tmp_path / "run"
+    labels = raw / "train-labels-idx1-ubyte.gz"
+    original = labels.read_bytes()
+    labels.write_bytes(original[:1000])
+    code, _, err = run(capsys, "train", "--data-root", str(tmp_path), "--out", str(out))
+    assert_one_line_error(code, err, "train-labels-idx1-ubyte.gz is truncated")
+
+    plain = gzip.decompress(original)
+    labels.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + plain[4:]))
+    code, _, err = run(capsys, "train", "--data-root", str(tmp_path), "--out", str(out))
+    assert_one_line_error(code, err, "IDX magic number 2051, expected 2049")
+
+    labels.write_bytes(gzip.compress(plain[:-1] + bytes([(plain[-1] + 1) % 10])))
+    code, _, err = run(capsys, "train", "--data-root", str(tmp_path), "--out", str(out))
+    assert_one_line_error(code, err, "MD5 mismatch", "train-labels-idx1-ubyte.gz")
+    assert not out.exists()  # nothing half-written
+
+
+def test_eval_bad_checkpoints(capsys, tmp_path):
+    code, _, err = run(capsys, "eval", str(tmp_path / "absent"))
+    assert_one_line_error(code, err, "no checkpoint at")
+    junk = tmp_path / "model.safetensors"
+    junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    code, _, err = run(capsys, "eval", str(tmp_path))
+    assert_one_line_error(code, err, "not a readable safetensors file")
+
+
+def test_train_then_eval_end_to_end(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run(capsys, "train", "--epochs", "1", "--batch-size", "256", "--val-size", "50000",
+                          "--log-every", "0", "--no-progress", "--out", str(out))
+    assert code == 0 and "Test Accuracy:" in stdout
+    code, stdout, _ = run(capsys, "eval", str(out))
+    assert code == 0 and "confusion matrix" in stdout and "per-class accuracy" in stdout
+    code, stdout, _ = run(capsys, "eval", str(out), "--json")
+    import json
+
+    report = json.loads(stdout)
+    assert report["count"] == 10_000 and len(report["confusion_matrix"]) == 10
+    assert sum(map(sum, report["confusion_matrix"])) == 10_000
+    code, _, err = run(capsys, "eval", str(out), "--model", "classic")
+    assert_one_line_error(code, err, "holds a 'seed' network, not 'classic'")
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "lenet", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("lenet ")
