@@ -50,7 +50,14 @@ def train(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
 def load(path: str | os.PathLike, device: str = "cpu", model: str | None = None) -> nn.Module:
     """Load a network from a checkpoint folder or weights file, ready for inference.
 
-    With `model`, refuse a checkpoint of any other network."""
+    A registered network's name that is not an existing path (`lenet.load("seed")`) gives the
+    pretrained weights shipped with lenet. With `model`, refuse a checkpoint of any other network."""
+    if isinstance(path, str) and path in list_models() and not Path(path).exists():
+        from .pretrained import load_pretrained
+
+        if model is not None and model != path:
+            raise CheckpointError(f"asked for the pretrained {path!r} network but also for model {model!r}")
+        return load_pretrained(path, device=device)
     return checkpoint.load_checkpoint(path, expected_model=model, device=device)
 
 

@@ -16,3 +16,7 @@ class DataError(LenetError):
 
 class CheckpointError(LenetError):
     """A checkpoint that is missing, truncated, foreign or for another model."""
+
+
+class ImageError(LenetError):
+    """An image file that cannot be read, is not an image, is too large, or holds no ink."""

@@ -1,0 +1,46 @@
+"""`lenet export`: ONNX or TorchScript with a dynamic batch axis, checked against PyTorch on the test set."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "export", help="export a network to ONNX or TorchScript",
+        description="Export a network to ONNX or TorchScript. Every exported file has the same contract: input "
+                    "'input' float32 N x 1 x 28 x 28 (MNIST pixels / 255, ink bright), output 'scores' N x 10 "
+                    "(higher = more likely); N is dynamic. The specification is written to FILE.json. Before the "
+                    "file is put in place it is run on all 10,000 MNIST test images and must give PyTorch's class "
+                    "for every one and scores within 1e-4 (or, for networks with large scores, twice PyTorch's "
+                    "own float32 rounding error).",
+        epilog="examples:\n  lenet export --format onnx --out lenet-seed.onnx\n"
+               "  lenet export --checkpoint runs/paper --format torchscript --out paper.pt",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", help="pretrained network shipped with lenet (default seed); with --checkpoint, "
+                                   "refuse a checkpoint of another network")
+    p.add_argument("--checkpoint", metavar="DIR", help="a folder written by `lenet train --out`, or its weights")
+    p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="onnx or torchscript")
+    p.add_argument("--out", required=True, metavar="FILE", help="the file to write (its spec goes to FILE.json)")
+    p.add_argument("--no-check", action="store_true", help="skip the parity check on the MNIST test set")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import lenet
+    from lenet.export import export, spec_path
+    from lenet.pretrained import load_model
+
+    model = load_model(args.model, args.checkpoint)
+    source = {"checkpoint": str(args.checkpoint)} if args.checkpoint else {"pretrained": args.model or "seed"}
+    images = None if args.no_check else lenet.load_dataset("mnist").test.images
+    spec = export(model, args.out, args.format, check_images=images, source=source)
+    print(f"wrote {args.out} ({args.format}, {spec['model']}) and {spec_path(args.out)}")
+    if "parity" in spec:
+        parity = spec["parity"]
+        own = (f"; PyTorch's own float32 error {parity['pytorch_float32_error']:.1e}"
+               if "pytorch_float32_error" in parity else "")
+        print(f"checked on {parity['images']:,} MNIST test images: same class as PyTorch for "
+              f"{parity['same_class']:,}, max score difference {parity['max_abs_diff']:.1e} (tolerance "
+              f"{parity['tolerance']:.1e}{own})")
+    return 0

@@ -1,0 +1,267 @@
+"""Figures that show what a network learned, as PNG files (matplotlib, imported only when drawing).
+
+    training_curves   loss and accuracy per epoch, from a run's metrics.jsonl (or shipped weights' history)
+    confusion_matrix  true class x predicted class on the 10,000 MNIST test images
+    misclassified     every misclassified test digit (up to a limit), true and predicted label: the
+                      paper's figure 8
+    kernels           the first convolution's 5x5 kernels
+    feature_maps      the activations of every layer for one image
+
+Every function writes its PNG atomically and returns the path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._io import atomic_write
+from .errors import ConfigError, LenetError
+
+FIGURES = ["curves", "confusion", "misclassified", "kernels", "features"]
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise LenetError("lenet viz needs matplotlib: pip install 'lenet[viz]'") from None
+    matplotlib.use("Agg")  # files only, never a window; works without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> Path:
+    plt = _pyplot()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
+def _name(model: nn.Module) -> str:
+    return getattr(model, "model_name", type(model).__name__)
+
+
+# --- training curves --------------------------------------------------------------------------------------
+
+def read_history(source: str | os.PathLike) -> list[dict[str, Any]]:
+    """Per-epoch metrics from a run folder, its metrics.jsonl, or a metadata JSON with a `history` list."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"no training metrics at {path}: give a run folder written by `lenet train --out` "
+                          "(it holds metrics.jsonl)")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".json":
+            history = json.loads(text).get("history", [])
+        else:
+            history = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except (json.JSONDecodeError, AttributeError) as e:
+        raise ConfigError(f"{path} is not valid lenet metrics ({e})") from None
+    if not history or not all(isinstance(h, dict) and "epoch" in h for h in history):
+        raise ConfigError(f"{path} holds no per-epoch metrics")
+    return history
+
+
+def training_curves(history: list[dict[str, Any]], out: str | os.PathLike, title: str = "training",
+                    test_accuracy: float | None = None) -> Path:
+    """Two panels: training loss (log scale) and accuracy (train, validation, final test) per epoch."""
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    has_lr = "lr" in history[0]
+    fig, axes = plt.subplots(1, 3 if has_lr else 2, figsize=(15 if has_lr else 10, 4.2), layout="constrained")
+    ax_loss, ax_acc = axes[0], axes[1]
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:blue", label="train loss")
+    ax_loss.set_yscale("log")
+    ax_loss.set(xlabel="epoch", ylabel="loss (log scale)", title="training loss")
+    ax_loss.legend(loc="upper right", fontsize=8)
+    ax_loss.grid(alpha=0.3)
+    if has_lr:
+        axes[2].plot(epochs, [h["lr"] for h in history], "o-", color="tab:gray")
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="learning rate (end of each epoch)")
+        axes[2].ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+        axes[2].grid(alpha=0.3)
+
+    ax_acc.plot(epochs, [h["train_accuracy"] for h in history], "o-", label="train (during the epoch)")
+    if any("val_accuracy" in h for h in history):
+        ax_acc.plot([h["epoch"] for h in history if "val_accuracy" in h],
+                    [h["val_accuracy"] for h in history if "val_accuracy" in h], "s-", label="validation")
+    if test_accuracy is not None:
+        ax_acc.plot([epochs[-1]], [test_accuracy], "*", markersize=14, color="tab:red",
+                    label=f"test (final): {test_accuracy:.2f}%")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    ax_acc.grid(alpha=0.3)
+    ax_acc.legend(loc="lower right", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    fig.suptitle(title)
+    return _save(fig, out)
+
+
+# --- test-set figures -------------------------------------------------------------------------------------
+
+def confusion_matrix(confusion: list[list[int]], out: str | os.PathLike, title: str = "confusion matrix") -> Path:
+    """Counts on a log colour scale, so the few errors show next to the ~1,000 correct per class."""
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    counts = torch.tensor(confusion, dtype=torch.float64)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(counts.clamp(min=0.5).numpy(), cmap="Blues", norm=LogNorm(vmin=0.5, vmax=float(counts.max())))
+    n = len(confusion)
+    for t in range(n):
+        for p in range(n):
+            value = int(counts[t, p])
+            if value:
+                ax.text(p, t, str(value), ha="center", va="center", fontsize=8,
+                        color="white" if t == p else ("tab:red" if value >= 5 else "black"))
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted digit", ylabel="true digit", title=title)
+    fig.colorbar(image, ax=ax, label="test images (log scale)")
+    return _save(fig, out)
+
+
+@torch.inference_mode()
+def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    from .predict import predict_images
+
+    return predict_images(model, images)
+
+
+def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, out: str | os.PathLike,
+                  limit: int = 100, columns: int = 10) -> Path:
+    """A grid of the misclassified digits, 'true -> predicted (probability)', in test-set order."""
+    plt = _pyplot()
+    probabilities = _probabilities(model, images)
+    predicted = probabilities.argmax(1)
+    wrong = torch.nonzero(predicted != labels).flatten()
+    shown = wrong[:limit]
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.15, rows * 1.35 + 0.6), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, index in zip(axes.flat, shown.tolist(), strict=False):
+        ax.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=255)
+        p = float(probabilities[index, predicted[index]])
+        ax.set_title(f"{int(labels[index])}\u2192{int(predicted[index])} ({p:.0%})", fontsize=8)
+    more = f", first {len(shown)} shown" if len(wrong) > len(shown) else ""
+    fig.suptitle(f"{_name(model)}: {len(wrong)} misclassified of {len(labels):,} test digits{more}\n"
+                 "true \u2192 predicted (probability of the prediction)", fontsize=10)
+    return _save(fig, out)
+
+
+# --- inside the network -----------------------------------------------------------------------------------
+
+def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            return name, module
+    raise ConfigError(f"the {_name(model)} network has no convolution layer to draw")
+
+
+def kernels(model: nn.Module, out: str | os.PathLike) -> Path:
+    """The first convolution's kernels, one panel each, on one symmetric colour scale (red +, blue -)."""
+    plt = _pyplot()
+    name, conv = first_conv(model)
+    weight = conv.weight.detach().cpu()[:, 0]  # (C, k, k): the input has one channel
+    limit = float(weight.abs().max())
+    count = len(weight)
+    columns = min(count, 8)
+    rows = -(-count // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.5 + 1.2, rows * 1.6 + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, ax in enumerate(axes.flat[:count]):
+        image = ax.imshow(weight[i].numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.set_title(f"kernel {i}", fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), label="weight", shrink=0.8)
+    k = weight.shape[-1]
+    fig.suptitle(f"{_name(model)}: {count} {k}x{k} kernels of the first convolution ({name})")
+    return _save(fig, out)
+
+
+def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Activations of every layer for input x (1, 1, 28, 28): the model's own `feature_maps` when it has one,
+    else the outputs of its leaf modules, caught with forward hooks."""
+    model.eval()
+    with torch.inference_mode():
+        if hasattr(model, "feature_maps"):
+            return {k: v.detach().cpu() for k, v in model.feature_maps(x).items()}
+        maps: dict[str, torch.Tensor] = {}
+        hooks = []
+        for name, module in model.named_modules():
+            if name and not list(module.children()):
+                hooks.append(module.register_forward_hook(
+                    lambda _m, _i, output, name=name: maps.__setitem__(name, output.detach().cpu())
+                    if isinstance(output, torch.Tensor) else None))
+        try:
+            model(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return maps
+
+
+def feature_maps(model: nn.Module, image: torch.Tensor, out: str | os.PathLike, title: str = "") -> Path:
+    """One row per layer: every channel of a convolution/pooling output, vectors as a strip; last row the
+    class probabilities. `image` is uint8 (28, 28), MNIST-style."""
+    from .train import to_input
+
+    plt = _pyplot()
+    device = next(model.parameters()).device
+    x = to_input(image[None].to(device))
+    maps = layer_outputs(model, x)
+    probabilities = _probabilities(model, image[None])[0]
+    rows = [("image", image.float()[None, None] / 255), *maps.items()]
+    widest = max((m.shape[1] for _, m in rows if m.ndim == 4), default=1)
+    columns = min(widest, 16)
+    fig = plt.figure(figsize=(columns * 0.95 + 1.6, 1.25 * len(rows) + 1.9), layout="constrained")
+    subfigs = fig.subfigures(len(rows) + 1, 1, height_ratios=[1] * len(rows) + [1.6])
+    for subfig, (name, value) in zip(subfigs, rows, strict=False):
+        value = value[0]
+        if value.ndim == 3 and value.shape[1:].numel() == 1:
+            value = value.flatten()  # C maps of 1x1 (classic's C5) read better as a vector
+        if value.ndim == 3:  # (C, H, W): one panel per channel
+            channels = value.shape[0]
+            shown = min(channels, columns)
+            axes = subfig.subplots(1, columns, squeeze=False)[0]
+            limit = float(value.abs().max()) or 1.0
+            low = -limit if float(value.min()) < 0 else 0.0
+            for c, ax in enumerate(axes):
+                ax.axis("off")
+                if c < shown:
+                    im = ax.imshow(value[c].numpy(), cmap="magma" if low == 0 else "RdBu_r", vmin=low, vmax=limit)
+            subfig.colorbar(im, ax=axes.tolist(), shrink=0.9, aspect=8)
+            more = f", first {shown} shown" if channels > shown else ""
+            what = f"{channels} maps" if channels > 1 else "1 map"
+            subfig.suptitle(f"{name}: {what} of {value.shape[1]}x{value.shape[2]}{more}", fontsize=9)
+        else:  # a vector: one strip
+            vector = value.flatten()
+            ax = subfig.subplots(1, 1)
+            limit = float(vector.abs().max()) or 1.0
+            low = -limit if float(vector.min()) < 0 else 0.0
+            im = ax.imshow(vector[None].numpy(), cmap="magma" if low == 0 else "RdBu_r", vmin=low, vmax=limit,
+                           aspect="auto")
+            ax.set_yticks([])
+            if len(vector) == 10:
+                ax.set_xticks(range(10))
+            subfig.colorbar(im, ax=ax, shrink=0.9, aspect=8)
+            subfig.suptitle(f"{name}: {len(vector)} units", fontsize=9)
+    ax = subfigs[-1].subplots(1, 1)
+    ax.bar(range(10), probabilities.numpy(), color="tab:blue")
+    ax.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
+    top = int(probabilities.argmax())
+    subfigs[-1].suptitle(f"softmax of the scores: predicts {top} ({float(probabilities[top]):.1%})", fontsize=9)
+    fig.suptitle(title or f"{_name(model)}: activations of every layer", fontsize=11)
+    return _save(fig, out)
