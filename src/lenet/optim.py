@@ -100,3 +100,7 @@ def lr_multiplier(schedule: str, step: int, total: int, per_epoch: int, warmup: 
     if schedule not in SCHEDULES:
         raise ConfigError(f"unknown schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
     return SCHEDULES[schedule](step, total, per_epoch, warmup)
+
+
+# The paper's optimizer and eta schedule live in their own module; importing it registers "sdlm" and "paper".
+from . import sdlm  # noqa: E402,F401

@@ -8,6 +8,7 @@ on the device as one uint8 tensor and batches are drawn by indexing a shuffled p
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -33,6 +34,7 @@ from .optim import OPTIMIZERS, SCHEDULES, build_optimizer, lr_multiplier
 from .recipes import get_recipe
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
+PRECISIONS = ["fp32", "bf16"]
 
 
 @dataclass
@@ -54,10 +56,13 @@ class TrainConfig:
     augment: str = "none"  # batched on-device augmentation (augment.py)
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
+    map_j: float = 10.0  # the MAP loss's j (loss "map", model classic): e^{-j} caps the push on wrong classes
     seed: int = 0
     deterministic: bool = False  # bit-reproducible runs (same machine, same thread count)
     device: str = "auto"  # auto, cpu, cuda, mps
-    threads: int | None = None  # CPU threads; None = torch's default (one per core)
+    threads: int | None = None  # CPU threads; None = one per idle core (deterministic: torch's default)
+    precision: str = "fp32"  # fp32, or bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs): benchmarks/README.md
+    compile: bool = False  # torch.compile the network (pays after a one-off compile; CUDA graphs on GPU)
     log_every: int = 100  # steps between the tutorial's "Epoch [e/E], Step [s/S], Loss" lines; 0 = off
     out: str | None = None  # folder for config.json, metrics.jsonl and the checkpoint
     recipe: str | None = None  # the recipe this config was built from, for the record
@@ -68,7 +73,7 @@ class TrainConfig:
         problems = []
         for name, known in (("model", list_models()), ("dataset", DATASETS), ("optimizer", OPTIMIZERS),
                             ("schedule", list(SCHEDULES)), ("loss", list_losses()), ("device", DEVICES),
-                            ("augment", list(AUGMENTATIONS))):
+                            ("augment", list(AUGMENTATIONS)), ("precision", PRECISIONS)):
             value = getattr(self, name)
             if value not in known:
                 problems.append(f"unknown {name} {value!r} (available: {', '.join(known)})")
@@ -100,6 +105,9 @@ def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
     model = given.get("model", recipe_values.get("model", TrainConfig.model))
     model_defaults = model_info(model).train_defaults if model in list_models() else {}
     values = {**model_defaults, **recipe_values, **given, "recipe": recipe}
+    for name in ("out", "data_root"):  # paths are kept as strings so the config stays JSON
+        if values.get(name) is not None:
+            values[name] = str(values[name])
     if "betas" in values:
         values["betas"] = tuple(values["betas"])
     cfg = TrainConfig(**values)
@@ -126,11 +134,30 @@ def pick_device(name: str = "auto") -> torch.device:
 def _set_reproducibility(cfg: TrainConfig, device: torch.device) -> None:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif device.type == "cpu" and not cfg.deterministic:  # deterministic runs keep a fixed thread count
+        torch.set_num_threads(auto_threads())
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
+
+
+def auto_threads() -> int:
+    """One thread per core that no other process is using right now (at least one).
+
+    torch's OpenMP threads meet at a barrier after every operator; when another process holds a core, every
+    barrier waits for a scheduler time slice. Measured on 2 shared cores: 2 threads fell to ~1.5k images/s
+    where 1 thread kept ~14k; on idle cores 2 threads give ~2x one thread (benchmarks/README.md)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        busy = []
+        for _ in range(5):  # /proc/loadavg's 4th field: runnable tasks right now, this one included
+            busy.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
+            time.sleep(0.01)
+    except (OSError, ValueError, IndexError):
+        return torch.get_num_threads()
+    return max(1, min(cores, round(cores - sum(busy) / len(busy))))
 
 
 def process_seconds() -> float:
@@ -160,6 +187,47 @@ def epoch_permutation(n: int, seed: int, epoch: int, device: torch.device) -> to
     return torch.randperm(n, generator=generator).to(device)
 
 
+# --- engine: the speed tricks that measurably pay (benchmarks/README.md) ---------------------------------
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_allocator(device: torch.device) -> None:
+    """Keep freed activation buffers in the heap instead of returning them to the OS (glibc only).
+
+    glibc serves blocks above its mmap threshold with fresh mmap'd pages and unmaps them on free, so every
+    training step page-faults its large activations in again; at batch 512-1024 that costs 20-30% of a
+    step on CPU (measured, benchmarks/README.md). Raising the thresholds is process-wide and only makes
+    freed memory stay reusable."""
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED or device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    _ALLOCATOR_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3  # from <malloc.h>
+        libc.mallopt(m_mmap_threshold, 1 << 30)
+        libc.mallopt(m_trim_threshold, 1 << 31)
+    except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to tune
+        pass
+
+
+def precision_context(device: torch.device, precision: str):
+    """A factory of the autocast context for `precision` ("fp32": no autocast)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """torch.compile for training: on CUDA with CUDA graphs (one replay per step instead of ~40 kernel
+    launches), elsewhere inductor's fused C++/OpenMP kernels. Shapes are static: one compile per batch size."""
+    mode = "reduce-overhead" if device.type == "cuda" else None
+    return torch.compile(model, mode=mode, dynamic=False)
+
+
 # --- evaluation -------------------------------------------------------------------------------------------
 
 @dataclass
@@ -176,15 +244,23 @@ class EvalResult:
 
 
 @torch.inference_mode()
-def predict_split(model: nn.Module, split: Split, batch_size: int = 2000) -> torch.Tensor:
-    """Predicted class of every image of `split`."""
+def predict_split(model: nn.Module, split: Split, batch_size: int | None = None,
+                  precision: str = "fp32") -> torch.Tensor:
+    """Predicted class of every image of `split`.
+
+    On CPU, chunks of 1024 keep the activations in cache: 1.5x the images/s of one 10,000-image call
+    (benchmarks/README.md). `precision="bf16"` is another ~2x on AMX CPUs, at the cost of rare flips
+    between near-tied classes, so evaluation stays fp32."""
     device = next(model.parameters()).device
+    batch_size = batch_size or (1024 if device.type == "cpu" else 10000)
+    autocast = precision_context(device, precision)
     was_training = model.training
     model.eval()
     preds = []
     for start in range(0, len(split), batch_size):
         images = split.images[start:start + batch_size].to(device)
-        preds.append(model(to_input(images, channels_last=device.type == "cpu")).argmax(1))
+        with autocast():
+            preds.append(model(to_input(images, channels_last=device.type == "cpu")).argmax(1))
     model.train(was_training)
     return torch.cat(preds)
 
@@ -224,6 +300,7 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
     cfg.validate()
     device = pick_device(cfg.device)
     _set_reproducibility(cfg, device)
+    tune_allocator(device)
     channels_last = device.type == "cpu"  # measured: +10-20% images/s for these convs on CPU
 
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.val_size, cfg.seed)
@@ -231,11 +308,15 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
     model = get_model(cfg.model).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = get_loss(cfg.loss, label_smoothing=cfg.label_smoothing, **cfg.extra)
+    loss_fn = get_loss(cfg.loss, label_smoothing=cfg.label_smoothing, map_j=cfg.map_j, **cfg.extra)
     augmentation = get_augmentation(cfg.augment)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay, betas=cfg.betas,
                                 device=device)
+    # The compiled network shares its parameters with `model`; only full batches go through it, so the
+    # last, smaller batch of an epoch runs eagerly instead of triggering a second compile.
+    step_model = compile_model(model, device) if cfg.compile else model
+    autocast = precision_context(device, cfg.precision)
 
     out = Path(cfg.out) if cfg.out else None
     history: list[dict[str, Any]] = []
@@ -251,6 +332,7 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
     steps_per_epoch = math.ceil(n / cfg.batch_size)  # the last, smaller batch is kept, as in the tutorial
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = round(cfg.warmup_epochs * steps_per_epoch)
+    cuda_graphs = cfg.compile and device.type == "cuda"
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
         order = epoch_permutation(n, cfg.seed, epoch, device)
@@ -260,6 +342,7 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
             sample = order[:500]
             optimizer.prepare_epoch(model, loss_fn, to_input(train_split.images[sample], channels_last),
                                     train_split.labels[sample])
+        # Running sums stay on the device: reading them every step would sync host and device each step.
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), dtype=torch.long, device=device)
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
@@ -267,31 +350,36 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
         t0 = time.perf_counter()
         for step in bar:
             global_step = epoch * steps_per_epoch + step
+            lr = cfg.lr * lr_multiplier(cfg.schedule, global_step, total_steps, steps_per_epoch, warmup_steps)
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_multiplier(cfg.schedule, global_step, total_steps, steps_per_epoch,
-                                                     warmup_steps)
+                group["lr"] = lr
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             x, y = to_input(train_split.images[idx], channels_last), train_split.labels[idx]
             if augmentation is not None:
                 x = augmentation(x, augment_rng)
 
-            scores = model(x)
-            loss = loss_fn(scores, y)
+            net = step_model if len(y) == cfg.batch_size else model
+            if cuda_graphs and net is step_model:
+                torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
+            with autocast():
+                scores = net(x)
+                loss = loss_fn(scores, y)
+            # read the outputs before backward: with CUDA graphs their memory is reused by the next replay
+            loss_sum += loss.detach() * len(y)
+            correct += (scores.detach().argmax(1) == y).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
 
-            loss_sum += loss.detach() * len(y)
-            correct += (scores.detach().argmax(1) == y).sum()
             if cfg.log_every and (step + 1) % cfg.log_every == 0:
                 line = (f"Epoch [{epoch + 1}/{cfg.epochs}], Step [{step + 1}/{steps_per_epoch}], "
                         f"Loss: {loss.item():.4f}")
                 bar.write(line, file=stream)
-        seconds = time.perf_counter() - t0
+        metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n * 100}
+        seconds = time.perf_counter() - t0  # after .item(): the device has finished the epoch
         bar.close()
 
-        metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n * 100,
-                   "images_per_s": n / seconds, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]}
+        metrics.update({"images_per_s": n / seconds, "seconds": seconds, "lr": optimizer.param_groups[0]["lr"]})
         if data.val is not None:
             metrics["val_accuracy"] = evaluate(model, data.val).accuracy
         history.append(metrics)

@@ -29,15 +29,21 @@ def add_parser(subparsers) -> None:
     how.add_argument("--schedule", help="constant (default), step, cosine, onecycle")
     how.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up, in epochs")
     how.add_argument("--weight-decay", type=float, help="default 0")
-    how.add_argument("--augment", help="batched on-device augmentation: none (default)")
+    how.add_argument("--augment", help="batched on-device augmentation: none (default), affine, shift")
+    how.add_argument("--distort", action="store_true",
+                     help="the paper's random planar affine distortions (= --augment affine)")
     how.add_argument("--loss", help="cross_entropy (default for seed)")
     how.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, default 0")
+    how.add_argument("--map-j", type=float, help="j of the MAP loss (model classic), default 10")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, help="random seed, default 0")
     run.add_argument("--deterministic", action="store_true", default=None,
                      help="bit-reproducible (same machine and thread count)")
     run.add_argument("--device", help="auto (default), cpu, cuda, mps")
-    run.add_argument("--threads", type=int, help="CPU threads (default: one per core)")
+    run.add_argument("--threads", type=int, help="CPU threads (default: one per idle core)")
+    run.add_argument("--precision", help="fp32 (default) or bf16 (autocast; AMX/AVX512-BF16 CPUs and GPUs)")
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile the network (one-off compile cost; CUDA graphs on GPU)")
     run.add_argument("--log-every", type=int, metavar="STEPS",
                      help="loss line every STEPS steps (default 100; 0 = off)")
     run.add_argument("--out", metavar="DIR", help="write config.json, metrics.jsonl and the checkpoint here")
@@ -55,6 +61,11 @@ def run_train(args: argparse.Namespace) -> int:
     # to the recipe and the defaults.
     options = {f.name: getattr(args, f.name) for f in dataclasses.fields(lenet.TrainConfig) if hasattr(args, f.name)}
     options.pop("recipe", None)
+    if args.distort:
+        if options.get("augment") not in (None, "affine"):
+            raise lenet.ConfigError(f"--distort is --augment affine; it cannot be combined with --augment "
+                                    f"{options['augment']}")
+        options["augment"] = "affine"
     progress = False if args.no_progress else None
     lenet.train(recipe=args.recipe, resume=args.resume, progress_bar=progress, **options)
     return 0
