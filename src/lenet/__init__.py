@@ -44,7 +44,16 @@ def train(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
         cfg.validate()
     else:
         cfg = make_config(recipe, **options)
-    return fit(cfg, resume=resume, progress_bar=progress_bar)
+    # fit() sets process-wide torch state (threads, deterministic algorithms); a notebook that calls
+    # train() gets its own settings back afterwards.
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return fit(cfg, resume=resume, progress_bar=progress_bar)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 def load(path: str | os.PathLike, device: str = "cpu", model: str | None = None) -> nn.Module:
