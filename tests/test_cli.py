@@ -1,12 +1,10 @@
 import gzip
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 from lenet.cli import COMMANDS, build_parser, main
-from lenet.data import MNIST_FILES, SHIPPED_MNIST
 
 AVAILABLE = [c for c in COMMANDS if c in build_parser()._subparsers._group_actions[0].choices]
 
@@ -73,16 +71,9 @@ def test_missing_and_empty_data_root(capsys, tmp_path):
     assert_one_line_error(code, err, "no MNIST files in", str(tmp_path))
 
 
-def _raw_copy(root):
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for spec in MNIST_FILES.values():
-        shutil.copy(SHIPPED_MNIST / f"{spec.stem}.gz", raw)
-    return raw
-
-
-def test_truncated_gz_wrong_magic_and_md5(capsys, tmp_path):
-    raw = _raw_copy(tmp_path)
+def test_truncated_gz_wrong_magic_and_md5(capsys, raw_root):
+    tmp_path = raw_root
+    raw = raw_root / "MNIST" / "raw"
     out = tmp_path / "run"
     labels = raw / "train-labels-idx1-ubyte.gz"
     original = labels.read_bytes()

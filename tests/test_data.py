@@ -1,11 +1,10 @@
 import gzip
-import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from lenet.data import MNIST_FILES, SHIPPED_MNIST, load_dataset
+from lenet.data import load_dataset
 from lenet.errors import ConfigError, DataError
 
 
@@ -21,15 +20,6 @@ def test_val_split_is_held_out_of_training():
     assert len(data.train) == 55_000 and len(data.val) == 5_000
     again = load_dataset(val_size=5_000, seed=3)
     assert torch.equal(data.val.labels, again.val.labels)
-
-
-@pytest.fixture()
-def raw_root(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    for spec in MNIST_FILES.values():
-        shutil.copy(SHIPPED_MNIST / f"{spec.stem}.gz", raw)
-    return tmp_path
 
 
 def test_data_root_reads_gz_and_uncompressed(raw_root, mnist):

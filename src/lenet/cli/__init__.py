@@ -16,6 +16,14 @@ import sys
 COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve"]
 
 
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = "") -> None:
+    """--model / --checkpoint, the same for every command that uses a trained network."""
+    parser.add_argument("--model", help="pretrained network shipped with lenet (default seed); with --checkpoint, "
+                                        "refuse a checkpoint of another network")
+    parser.add_argument("--checkpoint", metavar="DIR",
+                        help=checkpoint_help or "a folder written by `lenet train --out`, or its weights")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_model_arguments
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,9 +19,7 @@ def add_parser(subparsers) -> None:
         epilog="examples:\n  lenet export --format onnx --out lenet-seed.onnx\n"
                "  lenet export --checkpoint runs/paper --format torchscript --out paper.pt",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="pretrained network shipped with lenet (default seed); with --checkpoint, "
-                                   "refuse a checkpoint of another network")
-    p.add_argument("--checkpoint", metavar="DIR", help="a folder written by `lenet train --out`, or its weights")
+    add_model_arguments(p)
     p.add_argument("--format", required=True, choices=["onnx", "torchscript"], help="onnx or torchscript")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (its spec goes to FILE.json)")
     p.add_argument("--no-check", action="store_true", help="skip the parity check on the MNIST test set")

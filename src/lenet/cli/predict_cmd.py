@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from . import add_model_arguments
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -19,9 +21,7 @@ def add_parser(subparsers) -> None:
                "  lenet predict seven.png --checkpoint runs/paper",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
-    p.add_argument("--model", help="pretrained network shipped with lenet (default seed); with --checkpoint, "
-                                   "refuse a checkpoint of another network")
-    p.add_argument("--checkpoint", metavar="DIR", help="a folder written by `lenet train --out`, or its weights")
+    add_model_arguments(p)
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most likely digits (default 1)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per image: {"path", "prediction", "probabilities"} or {"path", "error"}')

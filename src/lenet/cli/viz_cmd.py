@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import add_model_arguments
+
 FIGURES = ["curves", "confusion", "misclassified", "kernels", "features"]
 
 
@@ -18,10 +20,7 @@ def add_parser(subparsers) -> None:
         epilog="examples:\n  lenet viz --out figures\n  lenet viz --checkpoint runs/paper --out figures/paper\n"
                "  lenet viz --only features --image my-digit.png --out figures",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="pretrained network shipped with lenet (default seed); with --checkpoint, "
-                                   "refuse a checkpoint of another network")
-    p.add_argument("--checkpoint", metavar="DIR", help="a folder written by `lenet train --out` (its "
-                                                       "metrics.jsonl gives the curves)")
+    add_model_arguments(p, "a folder written by `lenet train --out` (its metrics.jsonl gives the curves)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
     p.add_argument("--only", metavar="LIST", help=f"comma-separated subset of {','.join(FIGURES)}")
     p.add_argument("--image", metavar="FILE", help="image for the feature maps (preprocessed as `lenet predict` "
