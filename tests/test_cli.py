@@ -121,3 +121,14 @@ def test_train_then_eval_end_to_end(capsys, tmp_path):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "lenet", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("lenet ")
+
+
+def test_eval_of_a_shipped_weights_file(capsys):
+    import json
+
+    from lenet.pretrained import weights_path
+
+    weights = weights_path("classic")
+    code, stdout, _ = run(capsys, "eval", str(weights), "--json")
+    report = json.loads(stdout)
+    assert code == 0 and report["dataset"] == "mnist" and report["accuracy"] > 98.5

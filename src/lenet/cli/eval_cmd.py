@@ -28,7 +28,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
     info = read_info(args.checkpoint)
     model = lenet.load(args.checkpoint, model=args.model)
-    dataset = args.dataset or info.get("dataset", "mnist")
+    dataset = args.dataset or info.get("config", {}).get("dataset") or "mnist"
     result = lenet.evaluate(model, dataset=dataset, data_root=args.data_root, device=args.device)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.model_name, "dataset": dataset,

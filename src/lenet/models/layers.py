@@ -107,9 +107,11 @@ class EuclideanRBF(nn.Module):
         self.register_buffer("prototypes", prototypes.detach().clone().float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # ||x||^2 - 2 x.w + ||w||^2: one matmul instead of an (N, 10, 84) difference tensor
-        return (x.pow(2).sum(1, keepdim=True) - 2 * x @ self.prototypes.t()
-                + self.prototypes.pow(2).sum(1)).clamp_min(0)
+        # In float64: the distances reach ~200, where float32 sums of 84 squares carry rounding errors of
+        # ~1e-4 that depend on the summation order, so PyTorch and an exported ONNX graph would disagree
+        # by more than the export contract allows. Only 840 values per image, so the cost is nil.
+        diff = x.double().unsqueeze(1) - self.prototypes.double()  # (N, 10, 84)
+        return diff.pow(2).sum(2).to(x.dtype if x.dtype != torch.bfloat16 else torch.float32)
 
     def connections(self, output: torch.Tensor) -> int:
         return output[0].numel() * self.prototypes.shape[1]  # 10 * 84 = 840
