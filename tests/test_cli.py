@@ -132,3 +132,5 @@ def test_eval_of_a_shipped_weights_file(capsys):
     code, stdout, _ = run(capsys, "eval", str(weights), "--json")
     report = json.loads(stdout)
     assert code == 0 and report["dataset"] == "mnist" and report["accuracy"] > 98.5
+    code, stdout, _ = run(capsys, "eval", "classic", "--json")  # a network's name: its shipped weights
+    assert code == 0 and json.loads(stdout)["accuracy"] == report["accuracy"]

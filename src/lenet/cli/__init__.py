@@ -53,6 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     except LenetError as e:
         print(f"lenet {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # output piped into a reader that stopped early (`lenet eval ... | head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"lenet {args.command}: interrupted", file=sys.stderr)
         return 130

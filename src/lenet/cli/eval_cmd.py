@@ -13,7 +13,8 @@ def add_parser(subparsers) -> None:
         epilog="example:\n  lenet eval runs/seed\n  lenet eval runs/seed/model.safetensors --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a folder written by `lenet train --out`, or its model.safetensors")
+                   help="a folder written by `lenet train --out`, its model.safetensors, or the name of a "
+                        "network to evaluate its shipped weights (seed, classic)")
     p.add_argument("--model", help="refuse the checkpoint unless it holds this network")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")
@@ -23,10 +24,16 @@ def add_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import lenet
-    from lenet.checkpoint import read_info
+    from pathlib import Path
 
-    info = read_info(args.checkpoint)
+    import lenet
+    from lenet import pretrained
+    from lenet.checkpoint import read_info
+    from lenet.models import list_models
+
+    # a registered name that is not a path means the weights shipped with lenet
+    shipped = not Path(args.checkpoint).exists() and args.checkpoint in list_models()
+    info = pretrained.metadata(args.checkpoint) if shipped else read_info(args.checkpoint)
     model = lenet.load(args.checkpoint, model=args.model)
     dataset = args.dataset or info.get("config", {}).get("dataset") or "mnist"
     result = lenet.evaluate(model, dataset=dataset, data_root=args.data_root, device=args.device)

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._api import register_model
-from .layers import EuclideanRBF, PartialConv2d, ScaledTanh, Subsampling, paper_init_
+from .layers import EuclideanRBF, FullConv2d, PartialConv2d, ScaledTanh, Subsampling, paper_init_
 
 # Input (section II.B): 28x28 digits padded to 32x32 so that stroke ends and corners can reach the centre of
 # C5's receptive fields. Pixel values are mapped so that background = -0.1 and ink = 1.175, which makes the
@@ -71,7 +71,7 @@ class ClassicLeNet5(nn.Module):
         self.s2 = Subsampling(6)
         self.c3 = PartialConv2d(6, C3_TABLE, kernel_size=5)
         self.s4 = Subsampling(16)
-        self.c5 = nn.Conv2d(16, 120, kernel_size=5)
+        self.c5 = FullConv2d(16, 120, kernel_size=5)
         self.f6 = nn.Linear(120, 84)
         self.rbf = EuclideanRBF(rbf_prototypes())
         self.squash = ScaledTanh()  # one stateless module, applied after every layer c1..f6
