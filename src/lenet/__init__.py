@@ -61,9 +61,9 @@ def load(path: str | os.PathLike, device: str = "cpu", model: str | None = None)
 
     A registered network's name that is not an existing path (`lenet.load("seed")`) gives the
     pretrained weights shipped with lenet. With `model`, refuse a checkpoint of any other network."""
-    if isinstance(path, str) and path in list_models() and not Path(path).exists():
-        from .pretrained import load_pretrained
+    from .pretrained import is_shipped_name, load_pretrained
 
+    if is_shipped_name(path):
         if model is not None and model != path:
             raise CheckpointError(f"asked for the pretrained {path!r} network but also for model {model!r}")
         return load_pretrained(path, device=device)

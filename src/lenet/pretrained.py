@@ -57,6 +57,11 @@ def list_pretrained(weights_dir: str | os.PathLike | None = None) -> list[dict[s
     return entries
 
 
+def is_shipped_name(source: str | os.PathLike) -> bool:
+    """True when `source` names a registered network rather than a file: `lenet.load("seed")`."""
+    return isinstance(source, str) and source in list_models() and not Path(source).exists()
+
+
 def load_pretrained(name: str, device: torch.device | str = "cpu",
                     weights_dir: str | os.PathLike | None = None) -> nn.Module:
     """The shipped network `name`, in eval mode, after checking the weights' SHA-256."""

@@ -24,15 +24,11 @@ def add_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     import lenet
     from lenet import pretrained
     from lenet.checkpoint import read_info
-    from lenet.models import list_models
 
-    # a registered name that is not a path means the weights shipped with lenet
-    shipped = not Path(args.checkpoint).exists() and args.checkpoint in list_models()
+    shipped = pretrained.is_shipped_name(args.checkpoint)
     info = pretrained.metadata(args.checkpoint) if shipped else read_info(args.checkpoint)
     model = lenet.load(args.checkpoint, model=args.model)
     dataset = args.dataset or info.get("config", {}).get("dataset") or "mnist"

@@ -295,11 +295,10 @@ def first_feature_maps(model: nn.Module, images: torch.Tensor, layers: int = 2) 
     conv2 16x8x8; the paper's network: c1 and c3), since the pooling layer after a convolution shows the
     same maps at half the size."""
     from ..train import to_input
+    from ..viz import layer_outputs  # the model's `feature_maps`, or every layer's output caught by hooks
 
     x = to_input(images)
-    with torch.inference_mode():
-        # Any network without `feature_maps`: hook its convolutions.
-        maps = list(model.feature_maps(x).items()) if hasattr(model, "feature_maps") else _conv_outputs(model, x)
+    maps = list(layer_outputs(model, x).items())
     # Starting from the input's channel count skips an "input" entry (the paper's net shows its 32x32 padding).
     chosen, widths = [], {x.shape[1]}
     for layer, value in maps:
@@ -315,18 +314,6 @@ def first_feature_maps(model: nn.Module, images: torch.Tensor, layers: int = 2) 
         if len(chosen) == layers:
             break
     return chosen
-
-
-def _conv_outputs(model: nn.Module, x: torch.Tensor) -> list[tuple[str, torch.Tensor]]:
-    found: list[tuple[str, torch.Tensor]] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: found.append((n, out)))
-             for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return found
 
 
 def _image_to_pixels(data: bytes, max_pixels: int) -> torch.Tensor:
