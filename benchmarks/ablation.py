@@ -18,15 +18,18 @@ from lenet.bench import bench_lenet, bench_tutorial
 
 ROWS = [  # (label, TrainConfig overrides)
     ("lenet, batch 64, fp32 (= `lenet train` defaults)", {"batch_size": 64}),
-    ("lenet, batch 64, bf16", {"batch_size": 64, "precision": "bf16"}),
-    ("lenet, batch 128, bf16", {"batch_size": 128, "precision": "bf16"}),
+    ("lenet, batch 64, fp32, matmul kernels", {"batch_size": 64, "kernels": "matmul"}),
+    ("lenet, batch 64, bf16, conv kernels", {"batch_size": 64, "precision": "bf16", "kernels": "conv"}),
+    ("lenet, batch 64, bf16, matmul kernels", {"batch_size": 64, "precision": "bf16"}),
     ("lenet, batch 256, fp32", {"batch_size": 256}),
-    ("lenet, batch 256, bf16 (= recipe fast)", {"batch_size": 256, "precision": "bf16"}),
+    ("lenet, batch 256, bf16, conv kernels", {"batch_size": 256, "precision": "bf16", "kernels": "conv"}),
+    ("lenet, batch 256, bf16, matmul kernels (= recipe fast)", {"batch_size": 256, "precision": "bf16"}),
     ("lenet, batch 512, fp32", {"batch_size": 512}),
-    ("lenet, batch 512, bf16 (= `lenet bench`)", {"batch_size": 512, "precision": "bf16"}),
-    ("lenet, batch 1024, bf16", {"batch_size": 1024, "precision": "bf16"}),
-    ("lenet, batch 2048, bf16", {"batch_size": 2048, "precision": "bf16"}),
-    ("lenet, batch 512, bf16, torch.compile", {"batch_size": 512, "precision": "bf16", "compile": True}),
+    ("lenet, batch 512, bf16, conv kernels", {"batch_size": 512, "precision": "bf16", "kernels": "conv"}),
+    ("lenet, batch 512, bf16, matmul kernels", {"batch_size": 512, "precision": "bf16"}),
+    ("lenet, batch 1024, bf16, conv kernels", {"batch_size": 1024, "precision": "bf16", "kernels": "conv"}),
+    ("lenet, batch 1024, bf16, matmul kernels (= `lenet bench`)", {"batch_size": 1024, "precision": "bf16"}),
+    ("lenet, batch 2048, bf16, matmul kernels", {"batch_size": 2048, "precision": "bf16"}),
     ("lenet, batch 1024, bf16, torch.compile", {"batch_size": 1024, "precision": "bf16", "compile": True}),
 ]
 

@@ -27,7 +27,17 @@ import torch
 
 from .data import MNIST_FILES, SHIPPED_MNIST, Split
 from .models import get_model
-from .train import auto_threads, fit, make_config, pick_device, predict_split, to_input, tune_allocator
+from .models.seed_matmul import SeedAsMatmuls
+from .train import (
+    auto_threads,
+    fit,
+    make_config,
+    pick_device,
+    predict_split,
+    to_input,
+    training_network,
+    tune_allocator,
+)
 
 
 @dataclass
@@ -151,8 +161,8 @@ def bench_inference(device: torch.device, batch: int, repeats: int, latency_call
 
 
 def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None = None,
-              train_size: int | None = None, batch_size: int = 512, precision: str = "bf16",
-              compile: bool = False, device: str = "auto", threads: int | None = None,
+              train_size: int | None = None, batch_size: int = 1024, precision: str = "bf16",
+              compile: bool = False, kernels: str = "auto", device: str = "auto", threads: int | None = None,
               inference_batch: int = 10000, latency_calls: int = 200,
               tutorial_threads: int | None = None) -> BenchResult:
     """Measure everything; `repeats` samples per number (lenet: `epochs` timed epochs, default `repeats`)."""
@@ -167,8 +177,12 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
     torch.set_num_threads(threads)
     tune_allocator(dev)
     # Throughput does not depend on the learning rate; Adam as in the tutorial, so only the engine differs.
-    settings = {"batch_size": batch_size, "precision": precision, "compile": compile, "device": device}
+    settings = {"batch_size": batch_size, "precision": precision, "compile": compile, "kernels": kernels,
+                "device": device}
     lenet_samples, first_epoch = bench_lenet(epochs or repeats, train_size, threads=threads, **settings)
+    # record what "auto" chose, so a result says which kernels produced it
+    form = training_network(get_model("seed"), dev, kernels, precision, batch_size, compile)
+    settings["kernels"] = "matmul" if isinstance(form, SeedAsMatmuls) else "conv"
     inference, latency = bench_inference(dev, inference_batch, repeats, latency_calls, precision)
     inference_fp32 = inference if precision == "fp32" else bench_inference(dev, inference_batch, repeats, 1)[0]
     tutorial_ips, lenet_ips = statistics.median(tutorial), statistics.median(lenet_samples)
@@ -188,7 +202,8 @@ def format_result(r: BenchResult) -> str:
         f"training, seed network (median of {len(r.tutorial_samples)} / {len(r.lenet_samples)} samples, warm-up "
         "excluded):",
         f"  tutorial (torchvision + DataLoader, batch 64, fp32) {r.tutorial_train_images_per_s:>10,.0f} images/s",
-        f"  lenet engine (batch {s['batch_size']}, {s['precision']}{', compiled' if s['compile'] else ''})"
+        f"  lenet engine (batch {s['batch_size']}, {s['precision']}, {s['kernels']} kernels"
+        f"{', compiled' if s['compile'] else ''})"
         f"  {r.lenet_train_images_per_s:>10,.0f} images/s",
         f"  speedup {r.speedup:.1f}x   (lenet's first epoch, with warm-up: {r.lenet_first_epoch_seconds:.1f} s)",
         f"inference, {r.inference_batch} images: {r.inference_images_per_s:,.0f} images/s ({r.inference_precision}; "

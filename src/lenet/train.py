@@ -35,6 +35,7 @@ from .recipes import get_recipe
 
 DEVICES = ["auto", "cpu", "cuda", "mps"]
 PRECISIONS = ["fp32", "bf16"]
+KERNELS = ["auto", "conv", "matmul"]
 
 
 @dataclass
@@ -63,6 +64,10 @@ class TrainConfig:
     threads: int | None = None  # CPU threads; None = one per idle core (deterministic: torch's default)
     precision: str = "fp32"  # fp32, or bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs): benchmarks/README.md
     compile: bool = False  # torch.compile the network (pays after a one-off compile; CUDA graphs on GPU)
+    # How training computes the network: "conv" = PyTorch's convolution and pooling kernels; "matmul" = the
+    # network's matrix-product form where it has one (seed: models/seed_matmul.py); "auto" = matmul where
+    # it measurably pays (CPU, bf16), else conv. Same function and parameters either way.
+    kernels: str = "auto"
     log_every: int = 100  # steps between the tutorial's "Epoch [e/E], Step [s/S], Loss" lines; 0 = off
     out: str | None = None  # folder for config.json, metrics.jsonl and the checkpoint
     recipe: str | None = None  # the recipe this config was built from, for the record
@@ -73,7 +78,8 @@ class TrainConfig:
         problems = []
         for name, known in (("model", list_models()), ("dataset", DATASETS), ("optimizer", OPTIMIZERS),
                             ("schedule", list(SCHEDULES)), ("loss", list_losses()), ("device", DEVICES),
-                            ("augment", list(AUGMENTATIONS)), ("precision", PRECISIONS)):
+                            ("augment", list(AUGMENTATIONS)), ("precision", PRECISIONS),
+                            ("kernels", KERNELS)):
             value = getattr(self, name)
             if value not in known:
                 problems.append(f"unknown {name} {value!r} (available: {', '.join(known)})")
@@ -221,6 +227,23 @@ def precision_context(device: torch.device, precision: str):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
+def training_network(model: nn.Module, device: torch.device, kernels: str, precision: str,
+                     batch_size: int, compiled: bool = False) -> nn.Module:
+    """The module that computes training forward passes: `model` itself, or its matrix-product form.
+
+    "auto" picks the matrix-product form where it measured faster (benchmarks/README.md): CPU, bf16, batches
+    of 256 or more (+13% at 256, +40% at 512-1024). Smaller batches pay its extra operator calls (-15% at
+    64), fp32 cannot use the matrix units, and compiled it ran at 32k images/s against 60k eager."""
+    has_form = hasattr(model, "as_matmuls")
+    if kernels == "matmul" and not has_form:
+        raise ConfigError(f"--kernels matmul: network {getattr(model, 'model_name', type(model).__name__)!r} has "
+                          "no matrix-product form (seed has one); use --kernels conv or auto")
+    pays = device.type == "cpu" and precision == "bf16" and batch_size >= 256 and not compiled
+    if kernels == "matmul" or (kernels == "auto" and has_form and pays):
+        return model.as_matmuls()
+    return model
+
+
 def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
     """torch.compile for training: on CUDA with CUDA graphs (one replay per step instead of ~40 kernel
     launches), elsewhere inductor's fused C++/OpenMP kernels. Shapes are static: one compile per batch size."""
@@ -315,7 +338,10 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
                                 device=device)
     # The compiled network shares its parameters with `model`; only full batches go through it, so the
     # last, smaller batch of an epoch runs eagerly instead of triggering a second compile.
-    step_model = compile_model(model, device) if cfg.compile else model
+    train_net = training_network(model, device, cfg.kernels, cfg.precision, cfg.batch_size, cfg.compile)
+    step_model = compile_model(train_net, device) if cfg.compile else train_net
+    # the matrix-product form reads the uint8 images itself (no float copy); augmentations need floats
+    raw_pixels = getattr(train_net, "takes_uint8", False) and augmentation is None
     autocast = precision_context(device, cfg.precision)
 
     out = Path(cfg.out) if cfg.out else None
@@ -354,11 +380,12 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
             for group in optimizer.param_groups:
                 group["lr"] = lr
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = to_input(train_split.images[idx], channels_last), train_split.labels[idx]
+            y = train_split.labels[idx]
+            x = train_split.images[idx] if raw_pixels else to_input(train_split.images[idx], channels_last)
             if augmentation is not None:
                 x = augmentation(x, augment_rng)
 
-            net = step_model if len(y) == cfg.batch_size else model
+            net = step_model if len(y) == cfg.batch_size else train_net
             if cuda_graphs and net is step_model:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's graph outputs are dead
             with autocast():

@@ -42,6 +42,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--device", help="auto (default), cpu, cuda, mps")
     run.add_argument("--threads", type=int, help="CPU threads (default: one per idle core)")
     run.add_argument("--precision", help="fp32 (default) or bf16 (autocast; AMX/AVX512-BF16 CPUs and GPUs)")
+    run.add_argument("--kernels", help="how training computes the network: auto (default), conv (PyTorch's "
+                                       "convolutions), matmul (seed's matrix-product form; auto uses it on CPU+bf16)")
     run.add_argument("--compile", action="store_true", default=None,
                      help="torch.compile the network (one-off compile cost; CUDA graphs on GPU)")
     run.add_argument("--log-every", type=int, metavar="STEPS",

@@ -48,6 +48,12 @@ class SeedLeNet5(nn.Module):
         x = torch.relu(self.fc2(x))  # (N, 84)
         return self.fc3(x)  # (N, 10) logits
 
+    def as_matmuls(self) -> nn.Module:
+        """This network's forward pass as matrix products: the CPU bf16 training engine (seed_matmul.py)."""
+        from .seed_matmul import SeedAsMatmuls
+
+        return SeedAsMatmuls(self)
+
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Activations of every layer, in order, for visualisation."""
         maps = {"conv1": torch.relu(self.conv1(x))}
