@@ -85,7 +85,8 @@ def test_kernels_option_chooses_the_training_network():
 
 
 def test_training_through_either_form_gives_the_same_run(mnist):
-    options = {"val_size": 58000, "batch_size": 64, "log_every": 0, "threads": 1, "epochs": 2, "lr": 3e-3}
+    options = {"val_size": 58000, "batch_size": 64, "log_every": 0, "threads": 1, "epochs": 2, "lr": 3e-3,
+               "schedule": "constant"}
     runs = {kernels: fit(make_config(kernels=kernels, **options), stream=io.StringIO(), progress_bar=False)
             for kernels in ("conv", "matmul")}
     conv, matmul = runs["conv"], runs["matmul"]

@@ -11,7 +11,8 @@ SMALL = {"val_size": 50_000, "log_every": 0}
 
 
 def test_short_training_on_real_mnist_lowers_the_loss_and_learns(tmp_path, capsys):
-    result = lenet.train(epochs=2, batch_size=64, out=tmp_path, **SMALL)
+    # defaults (cosine decay) on 20,000 images: the decay needs a few more steps than the old constant rate
+    result = lenet.train(epochs=2, batch_size=64, out=tmp_path, val_size=40_000, log_every=0)
     losses = [m["train_loss"] for m in result.history]
     assert losses[1] < losses[0] < 2.3  # 2.30 = ln 10, an untrained guess
     assert result.test.accuracy > 90.0
@@ -88,3 +89,14 @@ def test_optimizers_and_schedules_train(optimizer, schedule):
     result = lenet.train(epochs=1, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, nesterov=True,
                          val_size=40_000, log_every=0)
     assert result.history[0]["train_loss"] < 1.0  # from 2.30 (ln 10) at the start
+
+
+def test_defaults_are_the_tutorial_recipe_with_a_cosine_decay():
+    import dataclasses
+
+    default, tutorial = lenet.make_config(), lenet.make_config(recipe="tutorial")
+    differ = {f.name for f in dataclasses.fields(default) if getattr(default, f.name) != getattr(tutorial, f.name)}
+    assert differ == {"schedule", "recipe"}
+    assert (default.schedule, tutorial.schedule) == ("cosine", "constant")
+    assert (default.model, default.optimizer, default.lr, default.batch_size, default.epochs) == (
+        "seed", "adam", 1e-3, 64, 10)

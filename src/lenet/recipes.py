@@ -6,8 +6,10 @@ from __future__ import annotations
 from .errors import ConfigError
 
 RECIPES: dict[str, dict] = {
-    # The tutorial (../shared/seed/lenet-blog.md): Adam 1e-3, batch 64, 10 epochs, pixels in [0, 1].
-    # These are also TrainConfig's defaults; naming the recipe just makes that explicit.
+    # The tutorial (../shared/seed/lenet-blog.md) exactly: Adam 1e-3, batch 64, 10 epochs, pixels in [0, 1],
+    # constant learning rate. TrainConfig's defaults are the same but for one change: the learning rate decays
+    # along a cosine to 0, which removes most of the seed-to-seed spread of the last epoch (seeds 0-6 of this
+    # recipe: 98.55-99.07 %; with the decay, seeds 0-2: 98.99-99.05 %).
     "tutorial": {"model": "seed", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 10,
                  "schedule": "constant"},
     # The 1998 paper (LeCun et al., section III.C): LeNet-5 `classic`, MAP loss, SDLM (mu = 0.02, Hessian on

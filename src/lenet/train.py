@@ -52,7 +52,9 @@ class TrainConfig:
     nesterov: bool = False  # sgd only
     betas: tuple[float, float] = (0.9, 0.999)  # adam/adamw
     weight_decay: float = 0.0
-    schedule: str = "constant"  # constant, step, cosine, onecycle
+    # cosine decay to 0 over the run; the tutorial keeps lr constant (recipe "tutorial"). Measured on real MNIST,
+    # seeds 0-2: constant 98.80 / 98.55 / 98.97 %, cosine 99.00 / 99.05 / 98.99 % (README, "Results").
+    schedule: str = "cosine"  # constant, step, cosine, onecycle
     warmup_epochs: float = 0.0  # linear warm-up, in epochs (onecycle: 0 = first 25% of the steps)
     augment: str = "none"  # batched on-device augmentation (augment.py)
     loss: str = "cross_entropy"

@@ -8,8 +8,9 @@ import argparse
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a network on MNIST (defaults: the tutorial's LeNet-5 and recipe)",
-        description="Train a network. With no options this is the tutorial: LeNet-5 'seed', Adam 1e-3, "
-                    "batch 64, 10 epochs on MNIST, ending with 'Test Accuracy: xx.xx%%'.",
+        description="Train a network. With no options this is the tutorial's recipe: LeNet-5 'seed', Adam 1e-3, "
+                    "batch 64, 10 epochs on MNIST, ending with 'Test Accuracy: xx.xx%%'; the learning rate decays "
+                    "along a cosine (the tutorial keeps it constant: --recipe tutorial runs it exactly).",
         epilog="examples:\n  lenet train\n  lenet train --recipe fast --out runs/fast\n"
                "  lenet train --model classic --recipe paper --out runs/paper\n  lenet train --resume runs/paper",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
     how.add_argument("--optimizer", help="adam (default), adamw, sgd")
     how.add_argument("--momentum", type=float, help="sgd momentum, default 0.9")
     how.add_argument("--nesterov", action="store_true", default=None, help="sgd with Nesterov momentum")
-    how.add_argument("--schedule", help="constant (default), step, cosine, onecycle")
+    how.add_argument("--schedule", help="constant (the tutorial's), step, cosine (default), onecycle")
     how.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up, in epochs")
     how.add_argument("--weight-decay", type=float, help="default 0")
     how.add_argument("--augment", help="batched on-device augmentation: none (default), affine, shift")
