@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 2's timing claim: `lenet train` with defaults vs the tutorial's script, back to back on the same
 # machine in the same sitting. Records both wall times, accuracies and commands in
-# benchmarks/results/tutorial_vs_lenet.json. Usage: benchmarks/tutorial_vs_lenet.sh [SEED]
+# benchmarks/results/tutorial_vs_lenet.json (appended: one entry per sitting). Usage: benchmarks/tutorial_vs_lenet.sh [SEED]
 # Run it on a quiet machine: both sides use every core, so other jobs inflate both (not equally).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +39,11 @@ result = {
     "threads": os.environ.get("THREADS") or "default (tutorial: torch default; lenet: one per idle core)",
     "target": "lenet_fraction_of_tutorial <= 0.40 (issue 2)",
 }
-json.dump(result, open(sys.argv[1], "w"), indent=2)
+# every sitting is kept: the tutorial's own time varies a lot between sittings, so one ratio is not enough
+try:
+    sittings = json.load(open(sys.argv[1])).get("sittings", [])
+except (OSError, ValueError):
+    sittings = []
+json.dump({"sittings": sittings + [result]}, open(sys.argv[1], "w"), indent=2)
 print(json.dumps(result, indent=2))
 PYEOF

@@ -21,3 +21,38 @@ def raw_root(tmp_path):
     for spec in MNIST_FILES.values():
         shutil.copy(SHIPPED_MNIST / f"{spec.stem}.gz", raw)
     return tmp_path
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.fixture()
+def interrupted_and_resumed(tmp_path):
+    """run(options) -> (whole, resumed): one uninterrupted run, and one stopped after epoch 1 then resumed
+    from its folder. Callers assert what must match (bit-identical weights with deterministic=True)."""
+    import torch
+
+    from lenet.train import fit, make_config
+
+    def run(options: dict):
+        threads = torch.get_num_threads()
+        try:
+            whole = lenet.train(out=tmp_path / "whole", **options)
+
+            def stop_after_first_epoch(epoch, metrics):
+                if epoch == 1:
+                    raise _Interrupt
+
+            with pytest.raises(_Interrupt):
+                fit(make_config(out=str(tmp_path / "cut"), **options), on_epoch_end=stop_after_first_epoch,
+                    progress_bar=False)
+            resumed = lenet.train(resume=tmp_path / "cut")
+        finally:  # fit() sets process-wide torch state (threads, deterministic algorithms)
+            torch.use_deterministic_algorithms(False)
+            torch.set_num_threads(threads)
+        for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+        return whole, resumed
+
+    return run

@@ -56,21 +56,6 @@ def test_bf16_shift_run_learns(mnist):
     assert result.test.accuracy > 70
 
 
-def test_bf16_shift_resume_is_bit_identical(tmp_path):
-    options = {**SMALL, "epochs": 2, "precision": "bf16", "augment": "shift", "schedule": "onecycle",
-               "lr": 3e-3, "deterministic": True}
-    whole = fit(make_config(out=str(tmp_path / "whole"), **options), stream=io.StringIO(), progress_bar=False)
-
-    class Stop(Exception):
-        pass
-
-    def interrupt(epoch, metrics):
-        if epoch == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        fit(make_config(out=str(tmp_path / "cut"), **options), stream=io.StringIO(), progress_bar=False,
-            on_epoch_end=interrupt)
-    resumed = lenet.train(resume=tmp_path / "cut")
-    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+def test_bf16_shift_resume_is_bit_identical(interrupted_and_resumed):
+    interrupted_and_resumed({**SMALL, "epochs": 2, "precision": "bf16", "augment": "shift", "schedule": "onecycle",
+                             "lr": 3e-3, "deterministic": True})

@@ -1,7 +1,6 @@
 import json
 
 import pytest
-import torch
 
 import lenet
 from lenet.errors import ConfigError
@@ -35,28 +34,9 @@ def test_tutorial_log_line_format(capsys):
     assert "Epoch [1/1], Step [20/20], Loss: " in out
 
 
-class Interrupt(Exception):
-    pass
-
-
-def test_interrupted_then_resumed_run_is_bit_identical(tmp_path):
+def test_interrupted_then_resumed_run_is_bit_identical(interrupted_and_resumed):
     options = {"epochs": 3, "batch_size": 128, "seed": 5, "deterministic": True, "threads": 1, **SMALL}
-    try:
-        whole = lenet.train(out=tmp_path / "whole", **options)
-
-        def stop_after_first_epoch(epoch, metrics):
-            if epoch == 1:
-                raise Interrupt
-
-        with pytest.raises(Interrupt):
-            cfg = lenet.make_config(out=str(tmp_path / "cut"), **options)
-            lenet.fit(cfg, on_epoch_end=stop_after_first_epoch, progress_bar=False)
-        resumed = lenet.train(resume=tmp_path / "cut")
-    finally:
-        torch.use_deterministic_algorithms(False)
-        torch.set_num_threads(2)
-    for (name, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    whole, resumed = interrupted_and_resumed(options)  # asserts bit-identical weights
     assert resumed.history[0] == pytest.approx(whole.history[0], rel=0.5)  # epoch 1 kept from the first run
     assert len(resumed.history) == 3
 

@@ -1,0 +1,67 @@
+"""Where a training step of lenet's engine spends its time: torch.profiler over the step `fit()` runs
+(resident uint8 data, the chosen kernels, autocast, fused Adam), grouped by operator and input shape.
+
+    python benchmarks/profile_step.py [--batch-size 1024] [--precision bf16] [--kernels auto] [--threads N]
+
+Prints the top operators by self CPU time and the share of the step they take."""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+from lenet.models import get_model
+from lenet.optim import build_optimizer
+from lenet.train import precision_context, to_input, training_network, tune_allocator
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    ap.add_argument("--kernels", default="auto", choices=["auto", "conv", "matmul"])
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--rows", type=int, default=20)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
+    tune_allocator(cpu)
+    torch.manual_seed(0)
+    model = get_model("seed").to(memory_format=torch.channels_last)
+    net = training_network(model, cpu, args.kernels, args.precision, args.batch_size)
+    raw = getattr(net, "takes_uint8", False)
+    optimizer = build_optimizer("adam", model.parameters(), 1e-3, device=cpu)
+    autocast = precision_context(cpu, args.precision)
+    images = torch.randint(0, 256, (60000, 28, 28), dtype=torch.uint8)
+    labels = torch.randint(0, 10, (60000,))
+
+    def step() -> None:
+        idx = torch.randint(0, 60000, (args.batch_size,))
+        x = images[idx] if raw else to_input(images[idx], channels_last=True)
+        with autocast():
+            loss = F.cross_entropy(net(x), labels[idx])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(10):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    per_step = (time.perf_counter() - t0) / args.steps
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(args.steps):
+            step()
+    print(f"batch {args.batch_size}, {args.precision}, kernels {type(net).__name__}, {torch.get_num_threads()} "
+          f"threads: {per_step * 1e3:.2f} ms per step = {args.batch_size / per_step:,.0f} images/s (unprofiled)")
+    print(prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=args.rows,
+                                                              max_name_column_width=32, max_shapes_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
