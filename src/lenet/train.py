@@ -68,7 +68,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network (pays after a one-off compile; CUDA graphs on GPU)
     # How training computes the network: "conv" = PyTorch's convolution and pooling kernels; "matmul" = the
     # network's matrix-product form where it has one (seed: models/seed_matmul.py); "auto" = matmul where
-    # it measurably pays (CPU, bf16), else conv. Same function and parameters either way.
+    # it measurably pays (CPU, bf16, batch >= 256, not compiled), else conv. Same function and parameters.
     kernels: str = "auto"
     log_every: int = 100  # steps between the tutorial's "Epoch [e/E], Step [s/S], Loss" lines; 0 = off
     out: str | None = None  # folder for config.json, metrics.jsonl and the checkpoint
