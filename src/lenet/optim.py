@@ -23,7 +23,7 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, 
     # The fused kernels are the fastest path for a model this small (one kernel per step instead of one
     # per tensor), and they exist for CPU and CUDA in torch >= 2.4.
     fused = device is not None and device.type in ("cpu", "cuda")
-    if name in ("adam", "adamw") and fused:
+    if name in ("adam", "adamw") and fused and hasattr(torch, "_fused_adamw_"):  # private ops, torch >= 2.4
         return FusedAdam(params, lr=lr, betas=betas, weight_decay=weight_decay, decoupled=name == "adamw")
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
