@@ -69,6 +69,8 @@ def pool2_fc1_columns() -> torch.Tensor:
 class SeedAsMatmuls(nn.Module):
     """`seed`'s forward pass as matrix products (see the module docstring); wraps, never copies, `net`."""
 
+    takes_uint8 = True  # fit() may pass the resident uint8 images directly
+
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
@@ -76,8 +78,6 @@ class SeedAsMatmuls(nn.Module):
         self.register_buffer("band_index", conv1_band_index().to(device), persistent=False)
         self.register_buffer("pool1", pool1_matrix().to(device), persistent=False)
         self.register_buffer("fc1_columns", pool2_fc1_columns().to(device), persistent=False)
-
-    takes_uint8 = True  # fit() may pass the resident uint8 images directly
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float images (N, 1, 28, 28) as `seed` takes them, or uint8 pixels (N, 28, 28) or (N, 1, 28, 28)."""
@@ -89,8 +89,9 @@ class SeedAsMatmuls(nn.Module):
         bands = image.as_strided((n, _OUT1, _K * _SIDE), (_SIDE * _SIDE, _SIDE, 1)).reshape(n * _OUT1, -1)
         weights = torch.cat([net.conv1.weight.reshape(-1), net.conv1.weight.new_zeros(1)])
         if x.dtype == torch.uint8:
-            cpu_autocast = torch.is_autocast_enabled(bands.device.type)
-            dtype = torch.get_autocast_dtype(bands.device.type) if cpu_autocast else weights.dtype
+            device_type = bands.device.type  # cast once, to what the products will run in
+            autocasting = torch.is_autocast_enabled(device_type)
+            dtype = torch.get_autocast_dtype(device_type) if autocasting else weights.dtype
             bands, weights = bands.to(dtype), weights / 255
         c1 = torch.addmm(net.conv1.bias.repeat(_OUT1), bands, weights[self.band_index])  # (n*24, 24*6)
         s2 = torch.relu(c1).reshape(n * _POOL1, -1) @ self.pool1  # (n*12, 12*6): rows of pooled maps
