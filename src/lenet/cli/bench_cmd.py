@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
                    help="torch.compile lenet's network (its compile falls in the warm-up epoch; default off)")
     p.add_argument("--kernels", default="auto", choices=["auto", "conv", "matmul"],
-                   help="lenet's training kernels (default auto: seed's matrix-product form on CPU with bf16)")
+                   help="lenet's training kernels (default auto: seed's matrix-product form on CPU, bf16, "
+                        "batch >= 256)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
     p.add_argument("--threads", type=int,
                    help="CPU threads for both sides (default: the tutorial torch's default, lenet one per idle core)")

@@ -9,7 +9,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "train", help="train a network on MNIST (defaults: the tutorial's LeNet-5 and recipe)",
         description="Train a network. With no options this is the tutorial's recipe: LeNet-5 'seed', Adam 1e-3, "
-                    "batch 64, 10 epochs on MNIST, ending with 'Test Accuracy: xx.xx%%'; the learning rate decays "
+                    "batch 64, 10 epochs on MNIST, ending with 'Test Accuracy: xx.xx%'; the learning rate decays "
                     "along a cosine (the tutorial keeps it constant: --recipe tutorial runs it exactly).",
         epilog="examples:\n  lenet train\n  lenet train --recipe fast --out runs/fast\n"
                "  lenet train --model classic --recipe paper --out runs/paper\n  lenet train --resume runs/paper",
@@ -44,7 +44,8 @@ def add_parser(subparsers) -> None:
     run.add_argument("--threads", type=int, help="CPU threads (default: one per idle core)")
     run.add_argument("--precision", help="fp32 (default) or bf16 (autocast; AMX/AVX512-BF16 CPUs and GPUs)")
     run.add_argument("--kernels", help="how training computes the network: auto (default), conv (PyTorch's "
-                                       "convolutions), matmul (seed's matrix-product form; auto uses it on CPU+bf16)")
+                                       "convolutions), matmul (seed's matrix-product form; auto uses it on CPU, bf16, "
+                                       "batch >= 256)")
     run.add_argument("--compile", action="store_true", default=None,
                      help="torch.compile the network (one-off compile cost; CUDA graphs on GPU)")
     run.add_argument("--log-every", type=int, metavar="STEPS",
