@@ -19,7 +19,7 @@ OPTIMIZERS = ["adam", "adamw", "sgd"]
 
 def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, *, momentum: float = 0.9,
                     nesterov: bool = False, weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
-                    device: torch.device | None = None) -> torch.optim.Optimizer:
+                    device: torch.device | None = None) -> torch.optim.Optimizer | FusedAdam:
     # The fused kernels are the fastest path for a model this small (one kernel per step instead of one
     # per tensor), and they exist for CPU and CUDA in torch >= 2.4.
     fused = device is not None and device.type in ("cpu", "cuda")
