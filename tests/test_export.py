@@ -37,7 +37,7 @@ def test_pretrained_export_matches_pytorch_on_the_whole_test_set(mnist, tmp_path
     max_diff = float((expected - actual).abs().max())
     print(f"{name} {fmt}: max |score difference| {max_diff:.2e}, spec {spec['parity']}")
     assert torch.equal(expected.argmax(1), actual.argmax(1))
-    assert max_diff <= 1e-4  # the contract's bound, for every network (classic's scores reach -190)
+    assert max_diff <= 1e-4  # the contract's bound, for every network (classic's scores reach -226)
     for batch in (1, 37):  # the batch axis is dynamic
         assert run(torch.rand(batch, 1, 28, 28)).shape == (batch, 10)
 

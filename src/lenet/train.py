@@ -60,6 +60,9 @@ class TrainConfig:
     loss: str = "cross_entropy"
     label_smoothing: float = 0.0
     map_j: float = 10.0  # the MAP loss's j (loss "map", model classic): e^{-j} caps the push on wrong classes
+    # weight initialisation, where the network offers a choice (classic: "paper" = +-2.4/F_i as printed,
+    # "lecun-uniform" = variance 1/F_i); None = the network's default
+    init: str | None = None
     seed: int = 0
     deterministic: bool = False  # bit-reproducible runs (same machine, same thread count)
     device: str = "auto"  # auto, cpu, cuda, mps
@@ -96,6 +99,11 @@ class TrainConfig:
         for name in ("weight_decay", "warmup_epochs", "val_size", "log_every", "label_smoothing"):
             if getattr(self, name) < 0:
                 problems.append(f"{name.replace('_', '-')} must not be negative, got {getattr(self, name)!r}")
+        if self.init is not None and self.model in list_models():
+            choices = model_info(self.model).init_choices
+            if self.init not in choices:
+                problems.append(f"unknown init {self.init!r} for model {self.model!r} "
+                                f"(available: {', '.join(choices) or 'none, its initialisation is fixed'})")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -330,7 +338,7 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
 
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.val_size, cfg.seed)
     train_split = data.train.to(device)
-    model = get_model(cfg.model).to(device)
+    model = get_model(cfg.model, **({"init": cfg.init} if cfg.init is not None else {})).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = get_loss(cfg.loss, label_smoothing=cfg.label_smoothing, map_j=cfg.map_j, **cfg.extra)

@@ -36,6 +36,8 @@ def add_parser(subparsers) -> None:
     how.add_argument("--loss", help="cross_entropy (default for seed)")
     how.add_argument("--label-smoothing", type=float, help="cross-entropy label smoothing, default 0")
     how.add_argument("--map-j", type=float, help="j of the MAP loss (model classic), default 10")
+    how.add_argument("--init", help="weight initialisation where the network offers one (classic: paper = "
+                                    "+-2.4/F_i as printed, lecun-uniform = variance 1/F_i, the recipe paper's)")
     run = p.add_argument_group("run")
     run.add_argument("--seed", type=int, help="random seed, default 0")
     run.add_argument("--deterministic", action="store_true", default=None,

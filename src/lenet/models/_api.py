@@ -26,18 +26,21 @@ class ModelInfo:
     # Training defaults the network needs to train well (e.g. the paper's loss for `classic`);
     # recipes and explicit flags override them.
     train_defaults: dict = field(default_factory=dict)
+    # Initialisation rules the builder accepts as `init=` (empty: the network has one, fixed).
+    init_choices: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
 
 
-def register_model(name: str, description: str, train_defaults: dict | None = None):
+def register_model(name: str, description: str, train_defaults: dict | None = None,
+                   init_choices: tuple[str, ...] = ()):
     """Decorator for a keyword-only builder `fn(**kwargs) -> nn.Module`."""
 
     def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model name {name!r} is registered twice")
-        _REGISTRY[name] = ModelInfo(name, builder, description, dict(train_defaults or {}))
+        _REGISTRY[name] = ModelInfo(name, builder, description, dict(train_defaults or {}), tuple(init_choices))
         return builder
 
     return wrap

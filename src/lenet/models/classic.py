@@ -28,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from ._api import register_model
-from .layers import EuclideanRBF, FullConv2d, PartialConv2d, ScaledTanh, Subsampling, paper_init_
+from .layers import INIT_RULES, EuclideanRBF, FullConv2d, PartialConv2d, ScaledTanh, Subsampling, paper_init_
 
 # Input (section II.B): 28x28 digits padded to 32x32 so that stroke ends and corners can reach the centre of
 # C5's receptive fields. Pixel values are mapped so that background = -0.1 and ink = 1.175, which makes the
@@ -65,8 +66,11 @@ def rbf_prototypes(bitmaps: list[list[str]] | None = None) -> torch.Tensor:
 
 
 class ClassicLeNet5(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, init: str = "paper") -> None:
+        """`init`: "paper" = uniform in +-2.4/F_i as printed, "lecun-uniform" = variance 1/F_i (layers.INIT_RULES)."""
         super().__init__()
+        if init not in INIT_RULES:
+            raise ConfigError(f"unknown initialisation {init!r} for classic; available: {', '.join(INIT_RULES)}")
         self.c1 = nn.Conv2d(1, 6, kernel_size=5)
         self.s2 = Subsampling(6)
         self.c3 = PartialConv2d(6, C3_TABLE, kernel_size=5)
@@ -76,7 +80,7 @@ class ClassicLeNet5(nn.Module):
         self.rbf = EuclideanRBF(rbf_prototypes())
         self.squash = ScaledTanh()  # one stateless module, applied after every layer c1..f6
         for module in self.modules():
-            paper_init_(module)
+            paper_init_(module, init)
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, 28, 28) pixels/255 -> (N, 1, 32, 32) in the paper's range: background -0.1, ink 1.175."""
@@ -125,8 +129,9 @@ class ClassicLeNet5(nn.Module):
     "LeNet-5 as published in 1998: 32x32 input, scaled tanh, trainable subsampling, Table I C3, fixed RBF output",
     # The paper's criterion, optimizer and schedule (the recipe `paper` spells them out): the tutorial's
     # softmax/Adam defaults are aimed at logits, and this network outputs distances in [0, ~620].
-    train_defaults={"loss": "map", "optimizer": "sdlm", "lr": 2e-5, "schedule": "paper", "epochs": 20,
-                    "batch_size": 8},
+    train_defaults={"init": "lecun-uniform", "loss": "map", "optimizer": "sdlm", "lr": 1e-4, "schedule": "paper",
+                    "epochs": 20, "batch_size": 8},
+    init_choices=tuple(INIT_RULES),
 )
 def classic(**kwargs) -> ClassicLeNet5:
     return ClassicLeNet5(**kwargs)
