@@ -17,6 +17,11 @@ the NEGATED squared distance to each class's prototype, so that, like every lene
 scores where higher = more likely; the predicted class (argmax) is the nearest prototype. The paper's
 MAP criterion is the loss `map` (losses.py), its optimizer `sdlm` (sdlm.py), its schedule and 20 passes
 the recipe `paper` (recipes.py).
+
+Initialisation (Appendix A): every weight uniform and scaled by its unit's fan-in F_i, either +-2.4/F_i as
+printed (`init="paper"`, the default here) or with variance 1/F_i (`init="lecun-uniform"`, what the recipe
+`paper` trains with): the printed rule shrinks the weighted sums layer by layer, against its own stated aim,
+and the paper's eta then diverges (layers.INIT_RULES, docs/tutorial-vs-paper.md).
 """
 
 from __future__ import annotations
