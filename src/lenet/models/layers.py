@@ -31,7 +31,7 @@ SQUASH_S = 2.0 / 3.0
 # C5 0.03, F6 0.01, far inside the linear region). A fan-in-independent standard deviation needs weights of
 # variance 1/F_i, which is what the same authors prescribe for this very squashing function in "Efficient
 # BackProp" (LeCun, Bottou, Orr & Mueller, 1998, section 4.6) and what is now called LeCun-uniform initialisation.
-# Both readings are offered; docs/tutorial-vs-paper.md ("Initialisation") has the measurements behind the choice.
+# Both readings are offered; docs/tutorial-vs-paper.md ("Initialisation and eta") has the measurements.
 INIT_SCALE = 2.4
 INIT_RULES = {
     "paper": lambda fan_in: INIT_SCALE / fan_in,  # +-2.4/F_i, as printed
