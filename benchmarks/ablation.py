@@ -1,4 +1,4 @@
-"""Ablation of the engine's tricks: training images/s of `fit()` itself (the loop `lenet train` runs) for
+"""Ablation of the engine's tricks: training images/s of `lenet.trainer.fit` (the loop `lenet train` runs) for
 each setting, side by side in one process, plus the tutorial's pipeline as the baseline.
 
     python benchmarks/ablation.py [--threads N] [--epochs 2] [--json benchmarks/results/ablation.json]
@@ -15,6 +15,7 @@ import time
 import torch
 
 from lenet.bench import bench_lenet, bench_tutorial
+from lenet.cli.flags import add_train_arguments
 
 ROWS = [  # (label, TrainConfig overrides)
     ("lenet, batch 64, fp32 (= `lenet train` defaults)", {"batch_size": 64}),
@@ -39,7 +40,7 @@ ROWS = [  # (label, TrainConfig overrides)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int)
+    add_train_arguments(ap, ["threads"])
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row (cold compile: 20-60 s)")
     ap.add_argument("--json", help="also write the rows here")

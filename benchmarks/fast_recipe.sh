@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `lenet train --recipe fast` for seeds 0-4, one fresh process each (wall time counts from process start,
 # imports included). Records test accuracy and wall time per seed in benchmarks/results/fast_recipe.json.
-# Target (issue 4): >= 99.0% test accuracy and <= 10 s for every seed. Run it on a quiet machine.
+# Target: >= 99.0% test accuracy and <= 10 s for every seed. Run it on a quiet machine.
 # Usage: benchmarks/fast_recipe.sh [SEEDS...]   (extra flags via FAST_FLAGS, e.g. FAST_FLAGS="--threads 1")
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,5 +1,5 @@
-"""Where a training step of lenet's engine spends its time: torch.profiler over the step `fit()` runs
-(resident uint8 data, the chosen kernels, autocast, fused Adam), grouped by operator and input shape.
+"""Where a training step of lenet's engine spends its time: torch.profiler over the step `lenet.trainer.fit`
+runs (resident uint8 data, the chosen kernels, autocast, fused Adam), grouped by operator and input shape.
 
     python benchmarks/profile_step.py [--batch-size 1024] [--precision bf16] [--kernels auto] [--threads N]
 
@@ -12,17 +12,18 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from lenet.cli.flags import add_train_arguments
+from lenet.inference import precision_context, to_input
 from lenet.models import get_model
 from lenet.optim import build_optimizer
-from lenet.train import precision_context, to_input, training_network, tune_allocator
+from lenet.trainer.engine import training_network
+from lenet.trainer.state import tune_allocator
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
-    ap.add_argument("--kernels", default="auto", choices=["auto", "conv", "matmul"])
-    ap.add_argument("--threads", type=int)
+    add_train_arguments(ap, ["batch_size", "precision", "kernels", "threads"],
+                        defaults={"batch_size": 1024, "precision": "bf16", "kernels": "auto"})
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rows", type=int, default=20)
     args = ap.parse_args()
@@ -33,7 +34,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = get_model("seed").to(memory_format=torch.channels_last)
     net = training_network(model, cpu, args.kernels, args.precision, args.batch_size)
-    raw = getattr(net, "takes_uint8", False)
+    raw = net is not model  # the matrix-product form reads the uint8 pixels, as in training
     optimizer = build_optimizer("adam", model.parameters(), 1e-3, device=cpu)
     autocast = precision_context(cpu, args.precision)
     images = torch.randint(0, 256, (60000, 28, 28), dtype=torch.uint8)

@@ -1,20 +1,30 @@
-"""Regenerate the pretrained weights shipped in src/lenet/models/weights/ with lenet's own recipes.
+"""Make the trained weights shipped in src/lenet/models/weights/ with lenet's own recipes, or rewrite their records.
 
     python scripts/make_weights.py seed classic        # train (on real MNIST) and package
+    python scripts/make_weights.py seed --epochs 5     # any `lenet train` flag overrides the network's own
     python scripts/make_weights.py seed --reuse        # package runs/weights/seed if it is a finished run
-                                                       # of exactly the recorded command
+                                                       # of exactly the command below
+    python scripts/make_weights.py seed classic --rewrite-records
+                                                       # no training: rewrite NAME.json for the shipped weights
 
-For each NAME it runs `lenet train --model NAME <recipe flags> --out runs/weights/NAME`, checks the test
-accuracy on the real MNIST test set, copies the checkpoint to models/weights/NAME.safetensors and writes
-NAME.json (recipe, exact command, test accuracy, parameter count, SHA-256, versions). The package then
-loads it with `lenet.load(NAME)`, checking the SHA-256.
+For each NAME it runs `lenet train --model NAME <flags> --out runs/weights/NAME` (the flags: TRAIN_FLAGS[NAME],
+then those given here, which take every `lenet train` flag), measures the test accuracy on the real MNIST
+test set, copies the weights to models/weights/NAME.safetensors and writes the record NAME.json (schema
+"lenet-weights", lenet/checkpoint.py). The recorded command is the one that ran, less `--no-progress`: run as
+it is, it builds the recorded config field for field (tests/test_pretrained.py checks). lenet loads the
+weights with `lenet.load(NAME)`, checking their SHA-256.
+
+`--rewrite-records` leaves the weights alone (same bytes, same SHA-256) and writes their record in the current
+schema: the config becomes the one the recorded command builds (checked against every value the old record
+holds; fields added to TrainConfig since take the value that command gives them), the command and
+description are derived from that config, and the test accuracy is measured again and must equal the
+recorded one to the digit. History, creation time and versions are kept: they describe the training run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import shlex
 import shutil
@@ -22,10 +32,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The training flags behind each shipped network (the command is recorded verbatim in NAME.json).
+# The training flags behind each shipped network.
 # seed: the tutorial recipe, trained longer with a cosine decay and the paper's random affine distortions
 # (augment.py), so it reads digits that are a little slanted, squeezed or off-centre (real handwriting).
 # classic: the paper's recipe, as the paper ran it.
@@ -34,113 +45,256 @@ TRAIN_FLAGS = {
              "--seed", "0"],
     "classic": ["--recipe", "paper", "--seed", "0"],
 }
-# Settings that change how fast a run goes, never what it learns: not compared when reusing a run.
-_RUN_ONLY = {"out", "threads", "log_every", "device", "deterministic"}
+# What make_weights sets unless told otherwise: no loss lines in its log.
+RUN_DEFAULTS = ["--log-every", "0"]
+# Fields that say how a run went, not what it learned: left out of the description.
+_RUN_DETAILS = ("device", "threads", "log_every", "out", "compile", "kernels", "deterministic", "data_root")
+_DATASET_TEXT = {"mnist": "the 60,000 MNIST training images, tested on the 10,000 test images"}
 
 
-def train_command(name: str, out: Path, flags: list[str] | None = None) -> list[str]:
-    flags = flags if flags is not None else TRAIN_FLAGS.get(name, [])
-    return ["lenet", "train", "--model", name, *flags, "--out", str(out)]
+# --- commands and configs -----------------------------------------------------------------------------------
+
+def _train_parser() -> argparse.ArgumentParser:
+    from lenet.cli.flags import add_train_arguments
+
+    parser = argparse.ArgumentParser(prog="lenet train", add_help=False)
+    add_train_arguments(parser)
+    return parser
 
 
-def expected_config(command: list[str]) -> dict:
-    """The TrainConfig that `command` builds, as the CLI would build it."""
-    import lenet
-    from lenet.cli import build_parser
+def _options(tokens: list[str]) -> dict[str, Any]:
+    """TrainConfig options (and "recipe") that `lenet train TOKENS` gives, through the train CLI's own flags."""
+    from lenet.cli.flags import train_options
 
-    args = build_parser().parse_args(command[1:])
-    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(lenet.TrainConfig) if hasattr(args, f.name)}
-    options.pop("recipe", None)
-    return dataclasses.asdict(lenet.make_config(args.recipe, **options))
-
-
-def finished_run_matches(out: Path, command: list[str]) -> bool:
-    config_path, sidecar = out / "config.json", out / "model.json"
-    if not config_path.is_file() or not sidecar.is_file():
-        return False
-    config = json.loads(config_path.read_text())
-    info = json.loads(sidecar.read_text())
-    expected = expected_config(command)
-    # A field the run's config lacks was added to TrainConfig later; its default keeps the old behaviour.
-    same = all(config[k] == (list(v) if isinstance(v, tuple) else v)
-               for k, v in expected.items() if k not in _RUN_ONLY and k in config)
-    return same and info.get("epoch") == config.get("epochs") and "test_accuracy" in info.get("metrics", {})
+    options = train_options(_train_parser().parse_args(tokens))
+    for key in ("resume", "progress_bar"):
+        options.pop(key, None)
+    return options
 
 
-def _history(out: Path) -> list[dict]:
-    """Per-epoch metrics of the run, shipped so `lenet viz` can draw the training curves of the weights."""
-    path = out / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+def config_of(command: str) -> dict[str, Any]:
+    """The TrainConfig that `command` ("lenet train ...") builds, in its JSON form."""
+    from lenet.trainer.config import make_config
+
+    tokens = shlex.split(command)
+    if tokens[:2] != ["lenet", "train"]:
+        raise ValueError(f"not a `lenet train` command: {command}")
+    options = _options(tokens[2:])
+    return json.loads(json.dumps(make_config(options.pop("recipe", None), **options).to_dict()))
 
 
-def make(name: str, runs: Path, reuse: bool, flags: list[str] | None, threads: int | None) -> dict:
-    import lenet
-    from lenet._io import atomic_write, atomic_write_json, file_digest
-    from lenet.checkpoint import read_info
-    from lenet.models import model_info
-    from lenet.pretrained import WEIGHTS_DIR, load_pretrained
+def _flag_tokens(name: str, value: Any) -> list[str]:
+    from lenet.cli.flags import flag_name
+
+    if value is True:
+        return [flag_name(name)]
+    if isinstance(value, (list, tuple)):
+        return [flag_name(name), *map(str, value)]
+    return [flag_name(name), str(value)]
+
+
+def command_for(name: str, config: dict[str, Any]) -> str:
+    """The `lenet train` command that builds `config`: TRAIN_FLAGS[name] (or only the recipe, when the config's
+    is another), then a flag for every value that differs from what those give. config_of(result) == config."""
+    base = ["lenet", "train", "--model", name, *TRAIN_FLAGS.get(name, [])]
+    built = config_of(shlex.join(base))
+    if built["recipe"] != config.get("recipe"):
+        base = ["lenet", "train", "--model", name] + (["--recipe", config["recipe"]] if config.get("recipe") else [])
+        built = config_of(shlex.join(base))
+    if set(config) != set(built):
+        raise ValueError(f"not a whole TrainConfig: {', '.join(sorted(set(config) ^ set(built)))}")
+    extra: list[str] = []
+    for key in built:  # TrainConfig's field order, whatever order the config's keys come in
+        value = config[key]
+        if key != "model" and built[key] != value:
+            if value is None or value is False or key == "extra":
+                raise ValueError(f"{key}={value!r} has no flag; train with TRAIN_FLAGS that give it")
+            extra += _flag_tokens(key, value)
+    # a flag of `base` given again with another value is dropped from `base` (TRAIN_FLAGS are `--flag value`)
+    pairs = list(zip(base[2::2], base[3::2], strict=True))
+    base = base[:2] + [t for flag, value in pairs if flag not in extra for t in (flag, value)]
+    command = shlex.join(base + extra)
+    if config_of(command) != config:
+        raise AssertionError(f"{command} does not rebuild the config")
+    return command
+
+
+def describe(name: str, config: dict[str, Any]) -> str:
+    """The network's description, then how these weights were trained: the recipe and every value that
+    departs from it (run details such as threads left out)."""
+    from lenet.models import model_entry
+
+    recipe = config.get("recipe")
+    reference = config_of(shlex.join(["lenet", "train", "--model", name] + (["--recipe", recipe] if recipe else [])))
+    label = "recipe" if recipe else "default"
+    changes = [f"{k} {_shown(config[k])} ({label}: {_shown(v)}{_unused(k, config)})" for k, v in reference.items()
+               if k not in _RUN_DETAILS and k not in ("model", "recipe") and config.get(k) != v]
+    how = f"recipe {recipe}" if recipe else "lenet's defaults"
+    data = _DATASET_TEXT.get(config["dataset"], f"the {config['dataset']} training set")
+    return (f"{model_entry(name).description}. Weights: {how}" + (f", with {', '.join(changes)}" if changes else "")
+            + f"; seed {config['seed']}; trained on {data}")
+
+
+def _unused(key: str, config: dict[str, Any]) -> str:
+    # A value older runs recorded for a setting their loss never read (map_j's default was 0.1 once).
+    return f"; unused by loss {config['loss']}" if key == "map_j" and config["loss"] != "map" else ""
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# --- measuring and writing ----------------------------------------------------------------------------------
+
+def measure(model) -> dict[str, float]:
+    """Test accuracy (percent, 2 decimals, as recorded) and errors on the real MNIST test set, on the CPU."""
+    from lenet.data import load_dataset
+    from lenet.inference import evaluate
+
+    result = evaluate(model.to("cpu"), load_dataset("mnist").test)
+    return {"test_accuracy": round(result.accuracy, 2), "test_errors": result.errors}
+
+
+def _final_metrics(measured: dict[str, float], history: list[dict]) -> dict[str, float]:
+    last = history[-1] if history else {}
+    return {**measured, **{k: last[k] for k in ("train_loss", "train_accuracy", "val_accuracy") if k in last}}
+
+
+def _check_shipped(record) -> None:
+    """Load the shipped weights as users do (SHA-256 checked) and check their accuracy and record again."""
+    from lenet.weights import load_network, read_record
+
+    assert read_record(record.model) == record, "the written record does not read back the same"
+    again = measure(load_network(record.model))
+    assert again == {k: record.metrics[k] for k in again}, f"shipped weights give {again}, not {record.metrics}"
+    print(f"{record.model}: {record.test_accuracy:.2f}% test accuracy ({record.metrics['test_errors']} errors), "
+          f"{record.size_bytes:,} bytes, sha256 {record.sha256}\n  {record.command}\n  {record.description}")
+
+
+def finished_run(out: Path, command: str):
+    """The record of the run in `out` when it finished and was made by exactly `command`, else None."""
+    from lenet.errors import LenetError
+    from lenet.weights import read_record
+
+    try:
+        record = read_record(out)
+    except LenetError:
+        return None
+    done = record.epoch == record.config.get("epochs") and "test_accuracy" in record.metrics
+    return record if done and json.loads(json.dumps(record.config)) == config_of(command) else None
+
+
+def make(name: str, runs: Path, reuse: bool, flags: list[str]):
+    """Train `name` (or reuse its finished run), copy its weights into the package and write their record."""
+    from lenet import checkpoint
+    from lenet._io import atomic_write
+    from lenet.weights import WEIGHTS_DIR
 
     out = runs / name
-    command = train_command(name, out.relative_to(ROOT) if out.is_relative_to(ROOT) else out, flags)
-    if reuse and finished_run_matches(out, command):
+    shown_out = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    command = shlex.join(["lenet", "train", "--model", name, *TRAIN_FLAGS.get(name, []), *RUN_DEFAULTS, *flags,
+                          "--out", str(shown_out)])
+    command = command_for(name, config_of(command))  # one flag per value: what a reader can rerun
+    if reuse and finished_run(out, command) is not None:
         print(f"{name}: reusing the finished run in {out}")
     else:
-        extra = ["--no-progress", "--log-every", "0"] + (["--threads", str(threads)] if threads else [])
-        print(f"{name}: {shlex.join(command)}", flush=True)
+        print(f"{name}: {command}", flush=True)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "lenet", *command[1:], *extra], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "lenet", *shlex.split(command)[1:], "--no-progress"], cwd=ROOT,
+                       check=True)
         print(f"{name}: trained in {time.perf_counter() - t0:.0f} s")
+    run = finished_run(out, command)
+    assert run is not None, f"{out} holds no finished run of {command}"
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    metrics = _final_metrics(measure(checkpoint.load_weights(run)), history)
+    weights = atomic_write(WEIGHTS_DIR / f"{name}.safetensors", lambda tmp: shutil.copyfile(run.weights_path, tmp))
+    # Same bytes as the run's weights, so the same SHA-256 and size; the run's versions and time are kept.
+    record = dataclasses.replace(run, weights_path=weights, command=command, metrics=metrics, history=history,
+                                 description=describe(name, run.config))
+    checkpoint.write_record(record)
+    _check_shipped(record)
+    return record
 
-    model = lenet.load(out)
-    result = lenet.evaluate(model, device="cpu")  # the real MNIST test set shipped with lenet
-    info = read_info(out)
+
+def _previous(sidecar: Path) -> dict[str, Any]:
+    """What a shipped record says about its training run, in the current schema or the one before it (top-level
+    "name", "test_accuracy", "test_errors", "lenet_version", "torch_version")."""
+    data = json.loads(sidecar.read_text(encoding="utf-8"))
+    if "schema" in data:
+        return {**{k: data[k] for k in ("sha256", "config", "history", "created", "versions")},
+                **{k: data["metrics"][k] for k in ("test_accuracy", "test_errors")}}
+    kept = ("sha256", "config", "history", "created", "test_accuracy", "test_errors")
+    return {**{k: data[k] for k in kept}, "versions": {"lenet": data["lenet_version"], "torch": data["torch_version"]}}
+
+
+def rewrite_record(name: str):
+    """Write the record of the shipped weights of `name` in the current schema, without training (see above)."""
+    from lenet import checkpoint
+    from lenet._io import file_digest
+    from lenet.weights import WEIGHTS_DIR
+
     weights = WEIGHTS_DIR / f"{name}.safetensors"
-    atomic_write(weights, lambda tmp: shutil.copyfile(out / "model.safetensors", tmp))
-    meta = {
-        "name": name,
-        "description": model_info(name).description,
-        "recipe": info.get("config", {}).get("recipe"),
-        "command": shlex.join(command),
-        "test_accuracy": round(result.accuracy, 2),
-        "test_errors": result.to_dict()["errors"],
-        "dataset": "mnist: trained on the 60,000 training images, tested on the 10,000 test images",
-        "num_params": sum(p.numel() for p in model.parameters()),
-        "sha256": file_digest(weights, "sha256"),
-        "size_bytes": weights.stat().st_size,
-        "config": info.get("config"),
-        "history": _history(out),
-        "lenet_version": lenet.__version__,
-        "torch_version": info.get("torch"),
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "input": "float32 (N, 1, 28, 28): MNIST pixels / 255, background 0, ink 1",
-        "output": "(N, 10) scores, higher = more likely",
-    }
-    atomic_write_json(WEIGHTS_DIR / f"{name}.json", meta)
-    check = lenet.evaluate(load_pretrained(name), device="cpu").accuracy
-    assert abs(check - result.accuracy) < 1e-9, "shipped weights do not reproduce the run's accuracy"
-    print(f"{name}: {meta['test_accuracy']:.2f}% test accuracy, {meta['size_bytes']:,} bytes, "
-          f"sha256 {meta['sha256']}")
-    return meta
+    old = _previous(checkpoint.sidecar_path(weights))
+    base = config_of(shlex.join(["lenet", "train", "--model", name, *TRAIN_FLAGS.get(name, [])]))
+    config = {**base, **old["config"]}  # a field the old config lacks: the value the command gives it
+    command = command_for(name, config)
+    assert file_digest(weights, "sha256") == old["sha256"], f"{weights} is not the file its record describes"
+    header = checkpoint.read_header(weights)
+    record = checkpoint.WeightsRecord(
+        model=name, model_kwargs=json.loads(header["model_kwargs"]), weights_path=weights, sha256=old["sha256"],
+        size_bytes=weights.stat().st_size, num_params=None, dataset=config["dataset"],
+        epoch=old["history"][-1]["epoch"], config=config, recipe=config["recipe"], command=command,
+        history=old["history"], created=old["created"], versions=old["versions"],
+        description=describe(name, config))
+    model = checkpoint.load_weights(record)  # checks the SHA-256 against the old record's
+    measured = measure(model)
+    recorded = {k: old[k] for k in measured}
+    assert measured == recorded, f"{name}: measured {measured}, the record says {recorded}"
+    record = dataclasses.replace(record, num_params=sum(p.numel() for p in model.parameters()),
+                                 metrics=_final_metrics(measured, old["history"]))
+    checkpoint.write_record(record)
+    _check_shipped(record)
+    return record
 
 
-def main() -> int:
+def _user_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
+    """The training flags given on this command line, one token list in TrainConfig field order."""
+    from lenet.cli.flags import train_options
+
+    options = train_options(args)
+    for key in ("resume", "progress_bar"):
+        options.pop(key, None)
+    for key, why in (("model", "name the networks as NAME arguments"), ("out", "use --runs")):
+        if key in options:
+            parser.error(f"--{key} is not for make_weights: {why}")
+    recipe = options.pop("recipe", None)
+    return (["--recipe", recipe] if recipe else []) + [t for k, v in options.items() for t in _flag_tokens(k, v)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lenet.cli.flags import add_train_arguments
+    from lenet.models import list_models
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="+", metavar="NAME", help="registered networks to (re)generate")
     parser.add_argument("--reuse", action="store_true",
                         help="package an existing finished run of the same command instead of retraining")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "weights"), help="where the training runs go")
-    parser.add_argument("--flags", help="override the training flags (one quoted string), e.g. '--recipe fast'")
-    parser.add_argument("--threads", type=int, help="CPU threads for training")
-    args = parser.parse_args()
-
-    from lenet.models import list_models
-
+    parser.add_argument("--rewrite-records", action="store_true",
+                        help="no training: rewrite the records of the shipped weights in the current schema")
+    add_train_arguments(parser)
+    args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in list_models()]
     if unknown:
         parser.error(f"unknown network(s) {', '.join(unknown)}; registered: {', '.join(list_models())}")
-    flags = shlex.split(args.flags) if args.flags else None
+    flags = _user_flags(args, parser)
+    if args.rewrite_records and (flags or args.reuse):
+        parser.error("--rewrite-records trains nothing: it takes no training flags and no --reuse")
     for name in args.names:
-        make(name, Path(args.runs).resolve(), args.reuse, flags, args.threads)
+        if args.rewrite_records:
+            rewrite_record(name)
+        else:
+            make(name, Path(args.runs).resolve(), args.reuse, flags)
     return 0
 
 

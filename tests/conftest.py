@@ -31,31 +31,26 @@ class _Interrupt(Exception):
 def interrupted_and_resumed(tmp_path):
     """run(options) -> (whole, resumed, differing): one uninterrupted run and one stopped after epoch 1 then
     resumed from its folder (TrainResults), and the names of the weights where the two are not bit-identical.
-    Callers assert what must match."""
+    Callers assert what must match. Training restores the process state it sets (trainer/state.py), so this
+    fixture leaves none behind."""
     import torch
 
-    from lenet.train import fit, make_config
+    from lenet.trainer import fit, make_config
 
     def run(options: dict):
-        threads = torch.get_num_threads()
-        try:
-            whole = lenet.train(out=tmp_path / "whole", **options)
+        whole = lenet.train(out=tmp_path / "whole", **options)
 
-            def stop_after_first_epoch(epoch, metrics):
-                if epoch == 1:
-                    raise _Interrupt
+        def stop_after_first_epoch(epoch, metrics):
+            if epoch == 1:
+                raise _Interrupt
 
-            with pytest.raises(_Interrupt):
-                fit(make_config(out=str(tmp_path / "cut"), **options), on_epoch_end=stop_after_first_epoch,
-                    progress_bar=False)
-            resumed = lenet.train(resume=tmp_path / "cut")
-        finally:  # fit() sets process-wide torch state (threads, deterministic algorithms)
-            torch.use_deterministic_algorithms(False)
-            torch.set_num_threads(threads)
+        with pytest.raises(_Interrupt):
+            fit(make_config(out=tmp_path / "cut", **options), on_epoch_end=stop_after_first_epoch,
+                progress_bar=False)
+        resumed = lenet.train(resume=tmp_path / "cut")
         differing = [name for (name, a), b in zip(whole.model.state_dict().items(),
                                                   resumed.model.state_dict().values(), strict=True)
                      if not torch.equal(a, b)]
         return whole, resumed, differing
 
     return run
-

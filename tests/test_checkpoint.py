@@ -1,3 +1,5 @@
+"""The run-folder format (lenet.checkpoint): weights + record written atomically, foreign files refused."""
+
 import json
 
 import pytest
@@ -5,9 +7,10 @@ import torch
 from safetensors.torch import save_file
 
 import lenet
-from lenet.checkpoint import load_checkpoint, read_info, save_checkpoint
+from lenet.checkpoint import save_checkpoint
 from lenet.errors import CheckpointError
 from lenet.models import get_model, list_models
+from lenet.weights import adopt, load_network, read_record
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -19,10 +22,10 @@ def test_save_then_load_gives_identical_outputs(tmp_path, name):
     x = torch.rand(16, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
-    info = read_info(tmp_path)
-    assert info["model"] == name and info["epoch"] == 3 and info["format_version"] == 1
-    assert len(info["weights_sha256"]) == 64
-    # the weights file alone is enough
+    record = read_record(tmp_path)
+    assert record.model == name and record.epoch == 3 and record.model_kwargs == model.model_kwargs
+    assert len(record.sha256) == 64
+    # the weights file alone names the checkpoint (its record is found beside it)
     assert type(lenet.load(tmp_path / "model.safetensors")) is type(model)
     # nothing temporary left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "model.safetensors"]
@@ -39,7 +42,7 @@ def test_truncated_checkpoint(tmp_path):
     save_checkpoint(tmp_path, get_model("seed"))
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:50_000])
-    with pytest.raises(CheckpointError, match=r"model.safetensors is (truncated|not a readable)"):
+    with pytest.raises(CheckpointError, match=r"model.safetensors (is not a readable|: SHA-256 mismatch)"):
         lenet.load(tmp_path)
 
 
@@ -57,14 +60,17 @@ def test_foreign_files_are_refused(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     save_checkpoint(tmp_path, get_model("seed"))
     with pytest.raises(CheckpointError, match="holds a 'seed' network, not 'classic'"):
-        load_checkpoint(tmp_path, expected_model="classic")
-    others = [m for m in list_models() if m != "seed"]
-    if others:  # weights of one network forced into another's header
-        state = {k: v.contiguous() for k, v in get_model("seed").state_dict().items()}
-        header = {"format": "lenet-checkpoint", "format_version": "1", "model": others[0], "model_kwargs": "{}"}
-        save_file(state, str(tmp_path / "forged.safetensors"), metadata=header)
-        with pytest.raises(CheckpointError, match=f"does not match the '{others[0]}' network"):
-            lenet.load(tmp_path / "forged.safetensors")
+        load_network(tmp_path, expected_model="classic")
+    # seed's weights under a header that says classic, with a record that agrees with the header and the
+    # file's hash: only the tensors themselves give it away
+    assert "classic" in list_models()
+    state = {k: v.contiguous() for k, v in get_model("seed").state_dict().items()}
+    header = {"format": "lenet-checkpoint", "format_version": "1", "model": "classic",
+              "model_kwargs": json.dumps(get_model("classic").model_kwargs)}
+    save_file(state, str(tmp_path / "forged.safetensors"), metadata=header)
+    with pytest.raises(CheckpointError, match="forged.safetensors does not match the 'classic' network"):
+        adopt(tmp_path / "forged.safetensors")
+    assert not (tmp_path / "forged.json").exists()
 
 
 def test_newer_format_is_refused_with_advice(tmp_path):

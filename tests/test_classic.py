@@ -11,12 +11,13 @@ import lenet
 from lenet import checkpoint
 from lenet.augment import get_augmentation
 from lenet.cli import main
+from lenet.inference import to_input
 from lenet.losses import get_loss
 from lenet.models import get_model, layer_table
 from lenet.models.classic import C3_TABLE, load_rbf_bitmaps, rbf_prototypes
 from lenet.models.layers import INIT_RULES, INIT_SCALE, ScaledTanh
 from lenet.optim import build_optimizer
-from lenet.train import make_config, to_input
+from lenet.trainer import make_config
 
 # The paper's per-layer counts (section II.B).
 PAPER_PARAMS = {"c1": 156, "s2": 12, "c3": 1516, "s4": 32, "c5": 48120, "f6": 10164, "rbf": 0}
@@ -246,7 +247,7 @@ def test_paper_recipe_trains_end_to_end_with_its_initialisation(tmp_path):
     +-2.4/F_i instead and the same eta it stays at chance (docs/tutorial-vs-paper.md, "Initialisation and eta")."""
     result = lenet.train(recipe="paper", epochs=2, val_size=56_000, out=str(tmp_path), log_every=0)
     assert result.model.model_kwargs == {"init": "lecun-uniform"}
-    assert checkpoint.read_info(tmp_path)["model_kwargs"] == {"init": "lecun-uniform"}
+    assert lenet.read_record(tmp_path).model_kwargs == {"init": "lecun-uniform"}
     assert result.history[-1]["train_loss"] < 0.5 * result.history[0]["train_loss"]
     assert result.history[-1]["val_accuracy"] > 85
     x = to_input(torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8))

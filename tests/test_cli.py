@@ -6,7 +6,13 @@ import pytest
 
 from lenet.cli import COMMANDS, build_parser, main
 
-AVAILABLE = [c for c in COMMANDS if c in build_parser()._subparsers._group_actions[0].choices]
+# Written out, not read from the parser: a command lost from the parser must fail these tests.
+EXPECTED_COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve"]
+
+
+def test_every_command_is_registered():
+    assert COMMANDS == EXPECTED_COMMANDS
+    assert list(build_parser()._subparsers._group_actions[0].choices) == EXPECTED_COMMANDS
 
 
 def run(capsys, *argv):
@@ -33,7 +39,7 @@ def test_top_level_help_lists_commands(capsys):
         assert command in out
 
 
-@pytest.mark.parametrize("command", AVAILABLE)
+@pytest.mark.parametrize("command", EXPECTED_COMMANDS)
 def test_every_command_has_help(capsys, command):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
@@ -116,6 +122,13 @@ def test_train_then_eval_end_to_end(capsys, tmp_path):
     assert sum(map(sum, report["confusion_matrix"])) == 10_000
     code, _, err = run(capsys, "eval", str(out), "--model", "classic")
     assert_one_line_error(code, err, "holds a 'seed' network, not 'classic'")
+    from lenet.weights import read_record
+
+    record = read_record(out)  # the run folder's record: the same schema as the shipped weights'
+    assert record.command == ("lenet train --epochs 1 --batch-size 256 --val-size 50000 --log-every 0 "
+                              f"--no-progress --out {out}")
+    assert [h["epoch"] for h in record.history] == [1]
+    assert record.metrics["test_errors"] == report["errors"] and record.test_accuracy == report["accuracy"]
 
 
 def test_python_dash_m_entry_point():
@@ -126,9 +139,9 @@ def test_python_dash_m_entry_point():
 def test_eval_of_a_shipped_weights_file(capsys):
     import json
 
-    from lenet.pretrained import weights_path
+    from lenet.weights import WEIGHTS_DIR
 
-    weights = weights_path("classic")
+    weights = WEIGHTS_DIR / "classic.safetensors"
     code, stdout, _ = run(capsys, "eval", str(weights), "--json")
     report = json.loads(stdout)
     assert code == 0 and report["dataset"] == "mnist" and report["accuracy"] > 98.5

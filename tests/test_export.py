@@ -1,4 +1,4 @@
-"""`lenet export` (issue 5): ONNX and TorchScript match PyTorch on all 10,000 MNIST test images."""
+"""`lenet export`: ONNX and TorchScript match PyTorch on all 10,000 MNIST test images."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import lenet
 from lenet.cli import main
 from lenet.errors import LenetError
 from lenet.export import export, load_runner, read_spec
-from lenet.pretrained import list_pretrained
-from lenet.train import to_input
+from lenet.inference import to_input
+from lenet.weights import list_shipped, read_record
 
-SHIPPED = [entry["name"] for entry in list_pretrained()]
+SHIPPED = [record.model for record in list_shipped()]
 
 
 @pytest.mark.parametrize("fmt, suffix", [("onnx", "onnx"), ("torchscript", "pt")])
@@ -28,6 +28,7 @@ def test_pretrained_export_matches_pytorch_on_the_whole_test_set(mnist, tmp_path
     assert spec["format"] == fmt and spec["model"] == name
     assert spec["input"]["shape"] == ["N", 1, 28, 28] and spec["output"]["shape"] == ["N", 10]
     assert spec["parity"]["images"] == 10_000 and spec["parity"]["same_class"] == 10_000
+    assert spec["source"] == {"weights": name, "sha256": read_record(name).sha256}
 
     # checked again here, independently of the exporter's own check
     run = load_runner(out, fmt)
@@ -72,5 +73,8 @@ def test_bad_options(tmp_path, capsys):
     assert "is a folder" in capsys.readouterr().err
     assert main(["export", "--model", "nope", "--format", "torchscript", "--out", str(tmp_path / "m.pt")]) == 2
     assert "unknown network 'nope'" in capsys.readouterr().err
+    assert main(["export", "--checkpoint", str(tmp_path / "absent"), "--format", "torchscript", "--out",
+                 str(tmp_path / "m.pt")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err
     spec = json.loads((tmp_path / "m.pt.json").read_text()) if (tmp_path / "m.pt.json").exists() else None
     assert spec is None

@@ -1,5 +1,6 @@
 """lenet's fused Adam driver: the same update as torch.optim's fused Adam, bit for bit, interchangeable
-state, and none of torch.optim's start-up cost."""
+state, none of torch.optim's start-up cost, and torch.optim's Adam whenever the private kernel is missing
+or fails."""
 
 import copy
 import subprocess
@@ -10,7 +11,8 @@ import torch
 
 from lenet.errors import ConfigError
 from lenet.models import get_model
-from lenet.optim import FusedAdam, build_optimizer
+from lenet.optim import build_optimizer
+from lenet.optim.builders import FusedAdam
 
 
 def _train(optimizer_factory, steps: int = 5, start=None):
@@ -90,8 +92,71 @@ def test_cpu_adam_is_ours_and_other_optimizers_are_torchs():
 
 
 def test_training_with_it_never_imports_torch_dynamo():
-    code = ("import io, sys\nfrom lenet.train import fit, make_config\n"
+    code = ("import io, sys\nfrom lenet.trainer import fit, make_config\n"
             "fit(make_config(epochs=1, val_size=59000, log_every=0), stream=io.StringIO(), progress_bar=False)\n"
             "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    for (key, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), key
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_without_the_private_kernel_adam_is_torch_optims(monkeypatch, decoupled):
+    name, cls = ("adamw", torch.optim.AdamW) if decoupled else ("adam", torch.optim.Adam)
+    monkeypatch.delattr(torch, "_fused_adamw_" if decoupled else "_fused_adam_")  # a torch without it
+    assert not FusedAdam.available()
+    cpu = torch.device("cpu")
+    ours, optimizer = _train(lambda ps: build_optimizer(name, ps, 3e-3, betas=(0.8, 0.99), weight_decay=1e-2,
+                                                        device=cpu))
+    assert type(optimizer) is cls
+    theirs, _ = _train(lambda ps: cls(ps, lr=3e-3, betas=(0.8, 0.99), weight_decay=1e-2))
+    _same_weights(ours, theirs)
+
+
+def _handed_over(fail_at_step: int, steps: int = 5) -> torch.nn.Module:
+    """The reference for a kernel that fails at `fail_at_step`: our fused steps before it, then torch.optim's
+    default Adam continuing from the same moments (handed over by hand)."""
+    torch.manual_seed(0)
+    net = get_model("seed").to(memory_format=torch.channels_last)
+    params = list(net.parameters())
+    fused, fallback = FusedAdam(params, lr=3e-3, betas=(0.8, 0.99)), None
+    data = torch.Generator().manual_seed(1)
+    for step in range(1, steps + 1):
+        x = torch.rand(16, 1, 28, 28, generator=data).contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, 10, (16,), generator=data)
+        for p in params:
+            p.grad = None
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        if step < fail_at_step:
+            fused.step()
+            continue
+        if fallback is None:
+            fallback = torch.optim.Adam(params, lr=3e-3, betas=(0.8, 0.99))
+            fallback.state.update({p: {k: v.clone() for k, v in fused.state[p].items()} for p in fused.state})
+        fallback.step()
+    return net
+
+
+@pytest.mark.parametrize("fail_at_step", [1, 3])
+def test_a_failing_kernel_hands_over_to_torch_optim(monkeypatch, fail_at_step):
+    """The kernel works for the first steps, then raises (a torch whose private signature changed): one
+    warning, and from then on torch.optim's Adam continues from the same moments and step count."""
+    real_kernel, calls = torch._fused_adam_, []
+
+    def kernel(*args, **kwargs):
+        calls.append(1)
+        if len(calls) >= fail_at_step:
+            raise RuntimeError("unexpected keyword argument")
+        return real_kernel(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "_fused_adam_", kernel)
+    with pytest.warns(UserWarning, match="fused Adam kernel failed"):
+        ours, optimizer = _train(lambda ps: FusedAdam(ps, lr=3e-3, betas=(0.8, 0.99)))
+    assert len(calls) == fail_at_step  # after the failure the kernel is not tried again
+    assert {int(state["step"]) for state in optimizer.state.values()} == {5}  # every step counted once
+    monkeypatch.setattr(torch, "_fused_adam_", real_kernel)
+    _same_weights(ours, _handed_over(fail_at_step))

@@ -1,4 +1,4 @@
-"""`lenet predict` and the preprocessing it shares with `lenet serve` (issue 5)."""
+"""`lenet predict` and the preprocessing it shares with `lenet serve`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 import lenet
+from lenet import inference
 from lenet.cli import main
 from lenet.errors import ImageError
-from lenet.predict import DEFAULT_MAX_PIXELS, open_image, predict_images, preprocess
+from lenet.predict import DEFAULT_MAX_PIXELS, open_image, preprocess
 
 
 def render(digit: np.ndarray, rng: np.random.Generator) -> Image.Image:
@@ -52,7 +53,7 @@ def _run_json(args: list[str], capsys) -> tuple[int, list[dict]]:
     return code, [json.loads(line) for line in out.splitlines()]
 
 
-# --- the issue's "Must show": right after install, >= 98% on 1,000 rendered test digits ----------------------
+# --- right after install, >= 98% on 1,000 rendered test digits -------------------------------------------------
 
 def test_pretrained_seed_reads_1000_rendered_test_digits(mnist, tmp_path, capsys):
     rng = np.random.default_rng(2026)
@@ -126,7 +127,7 @@ def test_every_format_and_mode_predicts(mnist, fmt, mode):
         image = image.convert(mode)
     opened = open_image(_encode(image, fmt))
     assert opened.format == fmt
-    probabilities = predict_images(model, preprocess(opened)[None])
+    probabilities = inference.probabilities(model, preprocess(opened)[None])
     assert int(probabilities.argmax()) == int(mnist.test.labels[3])
 
 
@@ -135,7 +136,8 @@ def test_an_animated_gif_uses_its_first_frame(mnist):
     second = Image.new("L", (112, 112), 255)
     buffer = io.BytesIO()
     first.save(buffer, format="GIF", save_all=True, append_images=[second])
-    assert int(predict_images(lenet.load("seed"), preprocess(open_image(buffer.getvalue()))[None]).argmax()) == 7
+    digit = preprocess(open_image(buffer.getvalue()))[None]
+    assert int(inference.probabilities(lenet.load("seed"), digit).argmax()) == 7
 
 
 def test_small_specks_of_noise_are_ignored(mnist):
@@ -149,13 +151,13 @@ def test_small_specks_of_noise_are_ignored(mnist):
     assert (noisy.float() - clean.float()).abs().mean() < 3
 
 
-def test_predict_images_returns_probabilities(mnist):
-    probabilities = predict_images(lenet.load("seed"), mnist.test.images[:64])
+def test_probabilities_of_mnist_style_images(mnist):
+    probabilities = inference.probabilities(lenet.load("seed"), mnist.test.images[:64])
     assert probabilities.shape == (64, 10) and probabilities.dtype == torch.float32
     assert torch.allclose(probabilities.sum(1), torch.ones(64), atol=1e-5)
     assert (probabilities.argmax(1) == mnist.test.labels[:64]).float().mean() > 0.95
     with pytest.raises(ValueError, match="uint8"):
-        predict_images(lenet.load("seed"), mnist.test.images[:2].float())
+        inference.probabilities(lenet.load("seed"), mnist.test.images[:2].float())
 
 
 # --- bad input: clear per-file errors, the other files still predicted ------------------------------------------

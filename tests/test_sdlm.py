@@ -12,7 +12,7 @@ from lenet.losses import get_loss
 from lenet.models import get_model
 from lenet.models.layers import ScaledTanh
 from lenet.optim import build_optimizer, lr_multiplier
-from lenet.sdlm import DEFAULT_MU, SDLM, diag_gauss_newton
+from lenet.optim.sdlm import DEFAULT_MU, SDLM, diag_gauss_newton
 
 
 def _tiny_network() -> list[nn.Module]:
@@ -87,10 +87,16 @@ def test_paper_eta_schedule_by_pass():
     assert etas == pytest.approx(expected)
 
 
-def test_sdlm_refuses_a_network_without_layer_list():
-    model = get_model("seed")
+def test_sdlm_refuses_a_network_it_cannot_carry_second_derivatives_through():
+    # a network that does not list its layers
+    model = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     opt = build_optimizer("sdlm", model.parameters(), 5e-4)
     with pytest.raises(lenet.ConfigError, match="use --model classic"):
+        opt.prepare_epoch(model, get_loss("cross_entropy"), torch.rand(4, 1, 28, 28), torch.arange(4))
+    # seed lists its stages, but its ReLUs state no derivative for the pass (only a squashing does)
+    model = get_model("seed")
+    opt = build_optimizer("sdlm", model.parameters(), 5e-4)
+    with pytest.raises(lenet.ConfigError, match="sdlm cannot carry second derivatives through ReLU"):
         opt.prepare_epoch(model, get_loss("cross_entropy"), torch.rand(4, 1, 28, 28), torch.arange(4))
 
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import lenet
-from lenet.models import get_model
+from lenet.models import get_model, matmul_form
 from lenet.models.seed_matmul import SeedAsMatmuls, pool1_matrix, pool2_fc1_columns
-from lenet.train import fit, make_config, training_network
+from lenet.trainer import fit, make_config, training_network
 
 
 def _net(channels_last: bool):
@@ -24,7 +24,7 @@ def test_same_outputs_and_gradients_as_the_network(channels_last, batch):
     net = _net(channels_last)
     x = torch.rand(batch, 1, 28, 28)
     reference = net(x)
-    fast = net.as_matmuls()(x)
+    fast = matmul_form(net)(x)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
     grads_ref = torch.autograd.grad(reference.square().sum(), list(net.parameters()))
     grads_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
@@ -36,7 +36,7 @@ def test_uint8_pixels_are_read_as_pixels_over_255():
     net = _net(False)
     pixels = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
     expected = net(pixels.unsqueeze(1).float() / 255)
-    form = net.as_matmuls()
+    form = matmul_form(net)
     torch.testing.assert_close(form(pixels), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(form(pixels.unsqueeze(1)), expected, rtol=1e-5, atol=1e-6)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -47,7 +47,7 @@ def test_uint8_pixels_are_read_as_pixels_over_255():
 
 def test_it_has_no_parameters_of_its_own():
     net = _net(False)
-    form = net.as_matmuls()
+    form = matmul_form(net)
     assert {id(p) for p in form.parameters()} == {id(p) for p in net.parameters()}
     assert not any(name.startswith(("band_index", "pool1", "fc1_columns")) for name in form.state_dict())
 
@@ -63,7 +63,7 @@ def test_pooling_matrices_average_each_2x2_block_once():
 
 def test_wrong_image_shape_is_refused():
     with pytest.raises(ValueError, match=r"\(N, 1, 28, 28\)"):
-        _net(False).as_matmuls()(torch.rand(2, 1, 32, 32))
+        matmul_form(_net(False))(torch.rand(2, 1, 32, 32))
 
 
 def test_kernels_option_chooses_the_training_network():

@@ -44,11 +44,9 @@ def _free_port() -> int:
 
 
 def _pretrained_seed() -> bool:
-    try:
-        from lenet.pretrained import list_pretrained
-    except ImportError:
-        return False
-    return any(row["name"] == "seed" for row in list_pretrained())
+    from lenet.weights import list_shipped
+
+    return any(record.model == "seed" for record in list_shipped())
 
 
 class Server:

@@ -1,12 +1,15 @@
 """The `lenet serve` app in-process (no sockets): the bounded worker pool, limits, the model store, the
-feature maps of every registered network, and the CLI's flags."""
+request schema, the feature maps of every registered network, a tampered checkpoint, and the CLI's flags."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import math
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,10 +23,12 @@ from fastapi.testclient import TestClient  # noqa: E402
 import lenet  # noqa: E402
 from lenet.cli import build_parser  # noqa: E402
 from lenet.cli.serve_cmd import is_loopback  # noqa: E402
-from lenet.errors import ConfigError  # noqa: E402
+from lenet.errors import CheckpointError, ConfigError  # noqa: E402
 from lenet.models import get_model, list_models  # noqa: E402
 from lenet.serve import create_app  # noqa: E402
-from lenet.serve.app import first_feature_maps  # noqa: E402
+from lenet.serve import store as serve_store  # noqa: E402
+from lenet.serve.reading import first_feature_maps  # noqa: E402
+from lenet.serve.schema import PixelsRequest  # noqa: E402
 
 PIXELS = {"pixels": [0] * 784}
 
@@ -41,14 +46,82 @@ def test_models_lists_every_registered_network(seed):
     assert all(set(m) == {"name", "description", "test_accuracy", "available", "source"} for m in listed["models"])
 
 
-def test_checkpoint_is_served_with_its_accuracy(tmp_path, seed):
-    lenet.checkpoint.save_checkpoint(tmp_path, seed, {"metrics": {"test_accuracy": 98.5}})
-    with TestClient(create_app(checkpoint=tmp_path)) as client:
+def test_checkpoint_is_served_with_its_accuracy(tmp_path, monkeypatch, seed):
+    # A folder called like a network: --checkpoint always means a path, never the shipped weights.
+    monkeypatch.chdir(tmp_path)
+    lenet.checkpoint.save_checkpoint(tmp_path / "seed", seed, {"metrics": {"test_accuracy": 98.5}})
+    with TestClient(create_app(checkpoint="seed")) as client:
         entry = next(m for m in client.get("/api/models").json()["models"] if m["name"] == "seed")
         assert entry == {**entry, "source": "checkpoint", "test_accuracy": 98.5, "available": True}
         assert client.post("/api/predict", json=PIXELS).status_code == 200
     with pytest.raises(ConfigError, match="does not match the checkpoint"):
-        create_app("classic", tmp_path)
+        create_app("classic", tmp_path / "seed")
+
+
+def _tampered_checkpoint(folder: Path, model: nn.Module) -> Path:
+    """A run folder whose model.safetensors has one weight changed: still valid safetensors, same header."""
+    from safetensors.torch import load_file
+
+    weights = lenet.checkpoint.save_checkpoint(folder, model)
+    data = bytearray(weights.read_bytes())
+    header_end = 8 + int.from_bytes(data[:8], "little")
+    start = json.loads(data[8:header_end])["conv1.weight"]["data_offsets"][0]
+    data[header_end + start] ^= 0x01  # the lowest mantissa bit of the first float32 (little-endian)
+    weights.write_bytes(bytes(data))
+    changed = load_file(str(weights))["conv1.weight"] != model.state_dict()["conv1.weight"]
+    assert int(changed.sum()) == 1
+    return weights
+
+
+def test_tampered_checkpoint_is_refused(tmp_path, seed):
+    weights = _tampered_checkpoint(tmp_path, seed)
+    with pytest.raises(CheckpointError, match="SHA-256 mismatch") as refused:
+        create_app(checkpoint=tmp_path)
+    assert str(weights) in str(refused.value)
+
+
+def test_serve_refuses_a_tampered_checkpoint_before_binding(tmp_path, monkeypatch, capsys, seed):
+    import uvicorn
+
+    from lenet.cli import main
+
+    weights = _tampered_checkpoint(tmp_path, seed)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started on a tampered file"))
+    assert main(["serve", "--checkpoint", str(tmp_path), "--port", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("lenet serve: error: ")
+    assert str(weights) in err and "SHA-256 mismatch" in err
+
+
+PIXEL_CASES = {
+    # name: (JSON body, the error's words or None when the request is valid)
+    "whole floats": (json.dumps({"pixels": [12.0] * 784}), None),  # 12.0 is a whole number
+    "ints and a model": (json.dumps({"pixels": [255] * 784, "model": "classic"}), None),
+    "a fraction": (json.dumps({"pixels": [12.5] * 784}), '"pixels"[0] is 12.5: every value must be a whole number'),
+    "booleans": (json.dumps({"pixels": [True] * 784}), '"pixels"[0] is true'),
+    "negative": (json.dumps({"pixels": [-1] * 784}), '"pixels"[0] is -1'),
+    "NaN": (json.dumps({"pixels": [math.nan] + [0] * 783}), '"pixels"[0] is NaN'),
+    "a string": (json.dumps({"pixels": "0"}), '"pixels" must be a list of 784 numbers, not str'),
+    "model not a string": (json.dumps({"pixels": [0] * 784, "model": 3}), '"model" must be a string, not int'),
+    "unknown field": (json.dumps({"pixels": [], "colour": "red"}), "unknown JSON field(s): colour"),
+    "malformed": ('{"pixels": [1, 2}', "malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("case", list(PIXEL_CASES))
+def test_pixels_request_schema(case):
+    from lenet.serve.http_errors import ApiError
+
+    body, words = PIXEL_CASES[case]
+    if words is None:
+        images = PixelsRequest.from_body(body.encode()).images()
+        assert images.dtype == torch.uint8 and images.shape == (1, 28, 28)
+        return
+    with pytest.raises(ApiError) as refused:
+        PixelsRequest.from_body(body.encode())
+    assert refused.value.status_code == (400 if case == "malformed" else 422)
+    assert words in refused.value.detail
 
 
 def test_feature_maps_of_every_registered_network():
@@ -121,17 +194,23 @@ def test_host_check_only_when_asked(seed):
             assert client.get("/healthz").status_code == 200, host
 
 
-def test_unavailable_network_is_listed_but_refused(seed):
-    from lenet.pretrained import list_pretrained
+def _shipped_only(monkeypatch, names: list[str], accuracy: float | None = 99.0) -> None:
+    """As if lenet shipped weights for `names` only, each loading as an untrained stand-in."""
+    monkeypatch.setattr(serve_store, "list_shipped",
+                        lambda: [SimpleNamespace(model=n, test_accuracy=accuracy) for n in names])
+    monkeypatch.setattr(serve_store, "load_network", lambda source, **_: get_model(source))
 
-    missing = [n for n in list_models() if n not in {row["name"] for row in list_pretrained()} and n != "seed"]
-    if not missing:
-        pytest.skip("every registered network has shipped weights")
+
+def test_unavailable_network_is_listed_but_refused(monkeypatch, seed):
+    missing = next(n for n in list_models() if n != "seed")
+    _shipped_only(monkeypatch, ["seed"])
     with TestClient(create_app(models={"seed": seed})) as client:
-        entry = next(m for m in client.get("/api/models").json()["models"] if m["name"] == missing[0])
-        assert entry["available"] is False
-        r = client.post("/api/predict", json={**PIXELS, "model": missing[0]})
+        entry = next(m for m in client.get("/api/models").json()["models"] if m["name"] == missing)
+        assert entry == {**entry, "available": False, "source": "none", "test_accuracy": None}
+        r = client.post("/api/predict", json={**PIXELS, "model": missing})
         assert r.status_code == 409 and "no weights" in r.json()["error"]
+    with pytest.raises(ConfigError, match="no pretrained weights"):
+        create_app(missing)
 
 
 def test_cli_flags():
@@ -151,16 +230,11 @@ def test_static_files_ship_in_the_package():
     assert '"serve/static/*"' in pyproject
 
 
-def test_every_network_can_be_picked_by_name(monkeypatch, seed):
-    # As if every registered network shipped weights (untrained stand-ins): each is served by name.
-    import lenet.serve.app as serve_app
-
-    monkeypatch.setattr(serve_app, "_pretrained_table", lambda: {n: {"name": n, "test_accuracy": 99.0}
-                                                                 for n in list_models()})
-    monkeypatch.setattr(serve_app, "_load_pretrained", lambda n: get_model(n))
+def test_every_network_can_be_picked_by_name(monkeypatch):
+    _shipped_only(monkeypatch, list_models())
     with TestClient(create_app()) as client:
         listed = client.get("/api/models").json()["models"]
-        assert all(m["available"] and m["test_accuracy"] == 99.0 for m in listed)
+        assert all(m["available"] and m["test_accuracy"] == 99.0 and m["source"] == "pretrained" for m in listed)
         for name in list_models():
             r = client.post("/api/predict?details=true", json={**PIXELS, "model": name})
             assert r.status_code == 200 and r.json()["model"] == name, r.text

@@ -1,8 +1,9 @@
-"""`lenet viz` (issue 5): every figure is written as a valid PNG."""
+"""`lenet viz`: every figure is written as a valid PNG; without matplotlib, a LenetError, never a traceback."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -12,7 +13,8 @@ from torch import nn
 import lenet
 from lenet import viz
 from lenet.cli import main
-from lenet.errors import ConfigError
+from lenet.errors import ConfigError, LenetError
+from lenet.models import get_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -50,12 +52,38 @@ def test_feature_maps_of_a_users_image_and_of_a_run(mnist, tmp_path, capsys):
     _valid_png(out / "features.png")
 
 
-def test_feature_maps_without_a_feature_maps_method_use_hooks(mnist, tmp_path):
+def test_feature_maps_are_the_stages_of_the_network(mnist, tmp_path):
+    classic = get_model("classic")
+    maps = viz.layer_outputs(classic, torch.rand(1, 1, 28, 28))
+    assert list(maps) == ["input", "c1", "s2", "c3", "s4", "c5", "f6", "rbf"]
+    assert maps["input"].shape == (1, 1, 32, 32)  # what the network sees: padded, the paper's pixel values
+    assert (maps["rbf"] <= 0).all()  # the scores: negated distances, as the network outputs them
+    _valid_png(viz.feature_maps(classic, mnist.test.images[0], tmp_path / "f.png"))
+
+
+def test_a_network_without_stages_gets_every_figure_but_the_feature_maps(mnist, tmp_path):
     model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 12 * 12, 10))
-    maps = viz.layer_outputs(model, torch.rand(1, 1, 28, 28))
-    assert list(maps) == ["0", "1", "2", "3", "4"] and maps["2"].shape == (1, 4, 12, 12)
-    _valid_png(viz.feature_maps(model, mnist.test.images[0], tmp_path / "f.png"))
+    with pytest.raises(ConfigError, match="does not declare its stages"):
+        viz.feature_maps(model, mnist.test.images[0], tmp_path / "f.png")
     _valid_png(viz.kernels(model, tmp_path / "k.png"), min_side=100)
+    _valid_png(viz.misclassified(model, mnist.test.images[:20], mnist.test.labels[:20], tmp_path / "m.png"))
+
+
+def test_without_matplotlib_every_figure_is_a_lenet_error(monkeypatch, mnist, tmp_path):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    model = get_model("seed")
+    history = [{"epoch": 1, "train_loss": 1.0, "train_accuracy": 90.0}]
+    figures = [lambda: viz.training_curves(history, tmp_path / "c.png"),
+               lambda: viz.confusion_matrix([[1, 0], [0, 1]], tmp_path / "m.png"),
+               lambda: viz.misclassified(model, mnist.test.images[:5], mnist.test.labels[:5], tmp_path / "w.png"),
+               lambda: viz.kernels(model, tmp_path / "k.png"),
+               lambda: viz.feature_maps(model, mnist.test.images[0], tmp_path / "f.png")]
+    for draw in figures:
+        with pytest.raises(LenetError, match=r"pip install 'lenet\[viz\]'"):
+            draw()
+    assert not list(tmp_path.iterdir())
 
 
 def test_viz_errors(tmp_path, capsys):

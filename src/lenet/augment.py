@@ -8,24 +8,19 @@ from collections.abc import Callable
 
 import torch
 
-from .errors import ConfigError
+from .registry import AUGMENTATIONS
 
 Augmentation = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-AUGMENTATIONS: dict[str, Augmentation | None] = {"none": None}
 
 
-def register_augmentation(name: str):
-    def wrap(fn: Augmentation) -> Augmentation:
-        AUGMENTATIONS[name] = fn
-        return fn
-
-    return wrap
+def identity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return x
 
 
 def get_augmentation(name: str) -> Augmentation | None:
-    if name not in AUGMENTATIONS:
-        raise ConfigError(f"unknown augmentation {name!r}; available: {', '.join(AUGMENTATIONS)}")
-    return AUGMENTATIONS[name]
+    """The augmentation `name` (lenet.registry.AUGMENTATIONS); None for "none", so the trainer skips the call."""
+    augmentation = AUGMENTATIONS.get(name)
+    return None if augmentation is identity else augmentation
 
 
 # --- the paper's distortions (section III.C, model `classic`) ---------------------------------------------
@@ -40,7 +35,6 @@ AFFINE_SHEAR = 0.30  # horizontal shear x' = x + k y, k in +- this
 AFFINE_KEEP_ORIGINAL = 0.10
 
 
-@register_augmentation("affine")
 def affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One random planar affine distortion per image, for the whole batch at once on x's device."""
     n, _, h, w = x.shape
@@ -65,11 +59,10 @@ def affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-# --- random shifts (recipe `fast`) -------------------------------------------------------------------------
+# --- random shifts (`--augment shift`; no recipe uses it) ------------------------------------------
 SHIFT_PIXELS = 2  # each image moves by an integer number of pixels in [-2, 2] along each axis
 
 
-@register_augmentation("shift")
 def shift(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Move each image by its own random whole-pixel offset, filling with background (0).
 

@@ -3,10 +3,11 @@
 Both sides train the same `seed` network on the same machine in the same minute, so their ratio holds
 even when the absolute numbers are noisy (shared CPUs, laptops on battery):
 
-- tutorial: torchvision MNIST + ToTensor + DataLoader(batch 64, shuffle) + Adam, fp32, eager: the code
-  of ../shared/seed/lenet-blog.md, reading the MNIST copy shipped with lenet (offline).
-- lenet: `fit()` itself, the loop `lenet train` runs, at the engine's best settings; its own per-epoch
-  images/s, with the first epoch (warm-up, compile) left out.
+- tutorial: torchvision MNIST + ToTensor + DataLoader(batch 64, shuffle) + Adam, fp32, eager: the
+  tutorial's training loop (its whole script: benchmarks/tutorial.py), reading the MNIST copy shipped
+  with lenet (offline).
+- lenet: `lenet.trainer.fit` itself, the loop `lenet train` runs, at the engine's best settings; its own
+  per-epoch images/s, with the first epoch (warm-up, compile) left out.
 
 Then inference: images/s at a large batch under `inference_mode`, and the latency of one image.
 Every number is the median of several repetitions after a warm-up.
@@ -26,17 +27,12 @@ from typing import Any
 import torch
 
 from .data import MNIST_FILES, SHIPPED_MNIST, Split
+from .inference import pick_device, predict_split, to_input
 from .models import get_model
-from .train import (
-    auto_threads,
-    fit,
-    make_config,
-    pick_device,
-    predict_split,
-    to_input,
-    training_network,
-    tune_allocator,
-)
+from .trainer.config import make_config
+from .trainer.engine import training_network
+from .trainer.loop import fit
+from .trainer.state import auto_threads
 
 
 @dataclass
@@ -113,7 +109,7 @@ def bench_tutorial(steps: int, repeats: int, warmup_steps: int = 20) -> list[flo
 
 
 def bench_lenet(epochs: int, train_size: int | None, **options: Any) -> tuple[list[float], float]:
-    """Per-epoch training images/s of `fit()` itself; the first epoch is the warm-up and is left out."""
+    """Per-epoch training images/s of `fit` itself; the first epoch is the warm-up and is left out."""
     val_size = 60000 - train_size if train_size else 0  # a smaller training set for quick checks (tests)
     cfg = make_config(epochs=epochs + 1, log_every=0, val_size=val_size, **options)
     result = fit(cfg, stream=io.StringIO(), progress_bar=False)
@@ -164,27 +160,31 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
               compile: bool = False, kernels: str = "auto", device: str = "auto", threads: int | None = None,
               inference_batch: int = 10000, latency_calls: int = 200,
               tutorial_threads: int | None = None) -> BenchResult:
-    """Measure everything; `repeats` samples per number (lenet: `epochs` timed epochs, default `repeats`)."""
+    """Measure everything; `repeats` samples per number (lenet: `epochs` timed epochs, default `repeats`).
+    torch's thread count is set for each side and restored at the end."""
     dev = pick_device(device)
     # The tutorial runs as its script does, with torch's default thread count (or --threads for both sides);
-    # lenet picks one thread per idle core (train.auto_threads), one of its tricks. On idle cores both are
-    # the core count; on a busy machine they differ, and the JSON records both.
-    tutorial_threads = tutorial_threads or threads or torch.get_num_threads()
-    threads = threads or (auto_threads() if dev.type == "cpu" else torch.get_num_threads())
-    torch.set_num_threads(tutorial_threads)
-    tutorial = bench_tutorial(tutorial_steps, repeats)
-    torch.set_num_threads(threads)
-    tune_allocator(dev)
-    # Throughput does not depend on the learning rate; Adam as in the tutorial, so only the engine differs.
-    settings = {"batch_size": batch_size, "precision": precision, "compile": compile, "kernels": kernels,
-                "device": device}
-    lenet_samples, first_epoch = bench_lenet(epochs or repeats, train_size, threads=threads, **settings)
-    # record what "auto" chose, so a result says which kernels produced it
-    seed_net = get_model("seed")
-    chosen = training_network(seed_net, dev, kernels, precision, batch_size, compile)
-    settings["kernels"] = "conv" if chosen is seed_net else "matmul"
-    inference, latency = bench_inference(dev, inference_batch, repeats, latency_calls, precision)
-    inference_fp32 = inference if precision == "fp32" else bench_inference(dev, inference_batch, repeats, 1)[0]
+    # lenet picks one thread per idle core (trainer.state.auto_threads), one of its tricks. On idle cores both
+    # are the core count; on a busy machine they differ, and the JSON records both.
+    before = torch.get_num_threads()
+    tutorial_threads = tutorial_threads or threads or before
+    threads = threads or (auto_threads() if dev.type == "cpu" else before)
+    try:
+        torch.set_num_threads(tutorial_threads)
+        tutorial = bench_tutorial(tutorial_steps, repeats)
+        torch.set_num_threads(threads)
+        # Throughput does not depend on the learning rate; Adam as in the tutorial, so only the engine differs.
+        settings = {"batch_size": batch_size, "precision": precision, "compile": compile, "kernels": kernels,
+                    "device": device}
+        lenet_samples, first_epoch = bench_lenet(epochs or repeats, train_size, threads=threads, **settings)
+        # record what "auto" chose, so a result says which kernels produced it
+        seed_net = get_model("seed")
+        chosen = training_network(seed_net, dev, kernels, precision, batch_size, compile)
+        settings["kernels"] = "conv" if chosen is seed_net else "matmul"
+        inference, latency = bench_inference(dev, inference_batch, repeats, latency_calls, precision)
+        inference_fp32 = inference if precision == "fp32" else bench_inference(dev, inference_batch, repeats, 1)[0]
+    finally:
+        torch.set_num_threads(before)
     tutorial_ips, lenet_ips = statistics.median(tutorial), statistics.median(lenet_samples)
     return BenchResult(device=str(dev), threads=threads, tutorial_threads=tutorial_threads,
                        tutorial_train_images_per_s=tutorial_ips,

@@ -1,40 +1,159 @@
-"""The only module that knows the checkpoint format.
+"""The only module that knows the on-disk format of trained weights, for run folders and shipped weights alike.
 
-A checkpoint is a folder (or just its weights file):
-    model.safetensors   the weights; safetensors cannot run code when loaded (a pickle can).
-                        Its header metadata repeats the model name and builder arguments, so the
-                        file alone is enough to rebuild the network.
-    model.json          sidecar: format version, model, config, epoch, metrics, versions, SHA-256.
-    resume.safetensors  everything needed to continue training (weights, optimizer tensors, RNG
-                        state) in ONE file, written atomically, so a crash can never pair the weights
-                        of one epoch with the optimizer state of another.
-Every file is written to a temporary name and renamed into place.
+Trained weights are a pair of files with the same stem, in the same folder:
+    STEM.safetensors    the weights. safetensors cannot run code when loaded (a pickle can). Its header
+                        repeats the network's name and builder arguments, which must agree with the record.
+    STEM.json           the record (`WeightsRecord`, schema "lenet-weights"): what the weights are, the
+                        SHA-256 of the weights file, how they were made and how well they do.
+A run folder (`lenet train --out DIR`) holds `model.safetensors` + `model.json`, and `resume.safetensors`:
+everything needed to continue training (weights, optimizer tensors, RNG state) in ONE file, written
+atomically, so a crash can never pair the weights of one epoch with the optimizer state of another. The
+weights shipped with lenet are `models/weights/NAME.safetensors` + `NAME.json`, in the same schema.
+
+Every file is written to a temporary name and renamed into place. `load_weights` hashes the bytes it
+loads and refuses them unless they match the record's SHA-256. Run folders written before this schema
+(`model.json` with "format": "lenet-checkpoint", version 1) are read through `_from_v1`, the one place that
+knows their keys; `lenet.weights.upgrade` rewrites such a record in the current schema.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
+import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import load as load_tensors
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ._io import atomic_write, atomic_write_json, file_digest
+from ._version import __version__
 from .errors import CheckpointError
+from .inference import NUM_CLASSES, SIDE
 from .models import get_model, list_models
 
+# The safetensors header: unchanged since version 1 (the shipped weights carry it, and their bytes are fixed).
 FORMAT = "lenet-checkpoint"
 FORMAT_VERSION = 1
+# The record beside the weights.
+SCHEMA = "lenet-weights"
+SCHEMA_VERSION = 2  # 1 was the run-folder sidecar of "lenet-checkpoint"; see _from_v1
 WEIGHTS_NAME, SIDECAR_NAME, RESUME_NAME = "model.safetensors", "model.json", "resume.safetensors"
 
+# The input and output contract every network honours (lenet.inference); recorded so that a record read
+# on its own says how to feed the weights.
+INPUT_SPEC = {"dtype": "float32", "shape": ["N", 1, SIDE, SIDE],
+              "description": "MNIST-style digits (longest side 20 px, centred by mass in 28x28: lenet.predict."
+                             "preprocess makes them from any image): pixels / 255, background 0, ink 1 "
+                             "(lenet.inference.to_input makes this from uint8 (N, 28, 28))"}
+OUTPUT_SPEC = {"dtype": "float32", "shape": ["N", NUM_CLASSES],
+               "description": "scores of the digits 0-9, higher = more likely; softmax gives probabilities"}
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    """What a weights file is, how it was made and how well it does: one schema for run folders and for
+    the weights shipped with lenet. Its JSON form is `to_dict()`: these fields, less `weights_path` (the
+    record lies next to its weights, so the file is found by name), plus "schema" and "schema_version"."""
+
+    model: str  # registered network name
+    model_kwargs: dict[str, Any]  # builder arguments: get_model(model, **model_kwargs) rebuilds the network
+    weights_path: Path  # the .safetensors file this record describes
+    sha256: str  # of the whole weights file; checked on every load
+    size_bytes: int
+    num_params: int | None  # trainable parameters; None only for records read from schema 1
+    input: dict[str, Any] = field(default_factory=lambda: dict(INPUT_SPEC))
+    output: dict[str, Any] = field(default_factory=lambda: dict(OUTPUT_SPEC))
+    dataset: str | None = None  # registered dataset name the weights were trained and tested on
+    epoch: int | None = None  # epochs of training behind these weights
+    metrics: dict[str, float] = field(default_factory=dict)  # test_accuracy (percent), test_errors, val_accuracy, ...
+    config: dict[str, Any] = field(default_factory=dict)  # the TrainConfig of the run, as a dict; {} if unknown
+    recipe: str | None = None
+    command: str | None = None  # the exact command that made the weights, when known
+    history: list[dict[str, Any]] = field(default_factory=list)  # per-epoch metrics, in order
+    created: str | None = None  # UTC, ISO 8601
+    versions: dict[str, str] = field(default_factory=dict)  # lenet, torch
+    description: str = ""
+
+    @property
+    def sidecar_path(self) -> Path:
+        return sidecar_path(self.weights_path)
+
+    @property
+    def test_accuracy(self) -> float | None:
+        """Test-set accuracy in percent, if it was measured."""
+        value = self.metrics.get("test_accuracy")
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "weights_path"}
+        return {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, **json.loads(json.dumps(data))}
+
+
+# JSON key -> the types its value may have. The schema of `WeightsRecord.to_dict()`; `validate` checks it.
+_NONE = type(None)
+SCHEMA_TYPES: dict[str, tuple[type, ...]] = {
+    "schema": (str,), "schema_version": (int,), "model": (str,), "model_kwargs": (dict,), "sha256": (str,),
+    "size_bytes": (int,), "num_params": (int, _NONE), "input": (dict,), "output": (dict,),
+    "dataset": (str, _NONE), "epoch": (int, _NONE), "metrics": (dict,), "config": (dict,), "recipe": (str, _NONE),
+    "command": (str, _NONE), "history": (list,), "created": (str, _NONE), "versions": (dict,),
+    "description": (str,),
+}
+
+
+def validate(data: dict[str, Any]) -> list[str]:
+    """The ways `data` breaks the current schema (empty when it follows it)."""
+    problems = [f"missing key {k!r}" for k in SCHEMA_TYPES if k not in data]
+    problems += [f"unknown key {k!r}" for k in data if k not in SCHEMA_TYPES]
+    for key, types in SCHEMA_TYPES.items():
+        value = data.get(key)
+        if key in data and (not isinstance(value, types) or isinstance(value, bool)):
+            problems.append(f"{key} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}")
+    if data.get("schema") != SCHEMA:
+        problems.append(f"schema is {data.get('schema')!r}, not {SCHEMA!r}")
+    if "schema_version" in data and data["schema_version"] != SCHEMA_VERSION:
+        problems.append(f"schema_version is {data['schema_version']!r}, not {SCHEMA_VERSION}")
+    sha = data.get("sha256")
+    if isinstance(sha, str) and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha)):
+        problems.append("sha256 is not 64 lowercase hex digits")
+    metrics = data.get("metrics")
+    if isinstance(metrics, dict):
+        problems += [f"metrics[{k!r}] is not a number" for k, v in metrics.items()
+                     if not isinstance(v, (int, float)) or isinstance(v, bool)]
+    if isinstance(data.get("history"), list) and not all(isinstance(h, dict) for h in data["history"]):
+        problems.append("history holds a non-object")
+    return problems
+
+
+# --- where the files are -------------------------------------------------------------------------------------
+
+def sidecar_path(weights: Path) -> Path:
+    """The record of `STEM.safetensors` is `STEM.json` beside it (`model.json` in a run folder)."""
+    return weights.with_suffix(".json")
+
+
+def weights_file(path: Path) -> Path:
+    """The weights file of a run folder, or `path` itself when it is a file."""
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: give a folder written by `lenet train --out` "
+                              f"or its {WEIGHTS_NAME}")
+    if path.is_dir():
+        if not (path / WEIGHTS_NAME).is_file():
+            raise CheckpointError(f"{path} holds no {WEIGHTS_NAME}: not a lenet checkpoint folder")
+        return path / WEIGHTS_NAME
+    return path
+
+
+# --- writing -------------------------------------------------------------------------------------------------
 
 def _versions() -> dict[str, str]:
-    from . import __version__
-
     return {"lenet": __version__, "torch": torch.__version__}
 
 
@@ -52,33 +171,55 @@ def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
-def save_checkpoint(folder: str | os.PathLike, model: nn.Module, info: dict[str, Any] | None = None) -> Path:
-    """Write `model.safetensors` and `model.json` into `folder`; return the weights path."""
-    folder = Path(folder)
+def _model_name(model: nn.Module) -> str:
     name = getattr(model, "model_name", None)
     if name is None:
         raise CheckpointError("only networks built with lenet.get_model(...) can be saved (model_name unknown)")
-    kwargs = getattr(model, "model_kwargs", {})
-    weights = folder / WEIGHTS_NAME
-    atomic_write(weights, lambda tmp: save_file(_state_dict(model), tmp, metadata=_header(name, kwargs)))
-    sidecar = {"format": FORMAT, "format_version": FORMAT_VERSION, "model": name, "model_kwargs": kwargs,
-               "weights_sha256": file_digest(weights, "sha256"), **_versions(), **(info or {})}
-    atomic_write_json(folder / SIDECAR_NAME, sidecar)
+    return name
+
+
+def new_record(weights: Path, model: nn.Module, **fields: Any) -> WeightsRecord:
+    """The record of `weights` (already written) holding `model`; `fields` are other WeightsRecord fields."""
+    fields = json.loads(json.dumps(fields))  # the JSON form (tuples as lists): equal to the record read back
+    config = fields.get("config") or {}
+    fields = {"recipe": config.get("recipe"), "dataset": config.get("dataset"), **fields}
+    return WeightsRecord(
+        model=_model_name(model), model_kwargs=dict(getattr(model, "model_kwargs", {})), weights_path=weights,
+        sha256=file_digest(weights, "sha256"), size_bytes=weights.stat().st_size,
+        num_params=sum(p.numel() for p in model.parameters()), versions=_versions(),
+        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **fields)
+
+
+def write_record(record: WeightsRecord) -> Path:
+    """Write `record` beside its weights (atomically); return the record's path."""
+    return atomic_write_json(record.sidecar_path, record.to_dict())
+
+
+# The record fields a caller of save_checkpoint gives; the others are measured from the model and the file.
+_INFO_FIELDS = {"config", "epoch", "dataset", "metrics", "history", "command", "recipe", "description"}
+
+
+def save_checkpoint(folder: str | os.PathLike, model: nn.Module, info: dict[str, Any] | None = None) -> Path:
+    """Write `model.safetensors` and its record `model.json` into `folder`; return the weights path.
+
+    `info` holds further WeightsRecord fields: config, epoch, dataset, metrics, history, command, recipe,
+    description (recipe and dataset default to the config's)."""
+    info = dict(info or {})
+    unknown = set(info) - _INFO_FIELDS
+    if unknown:
+        raise ValueError(f"save_checkpoint: not a field it takes: {', '.join(sorted(unknown))}")
+    name = _model_name(model)
+    weights = Path(folder) / WEIGHTS_NAME
+    header = _header(name, getattr(model, "model_kwargs", {}))
+    atomic_write(weights, lambda tmp: save_file(_state_dict(model), tmp, metadata=header))
+    write_record(new_record(weights, model, **info))
     return weights
 
 
-def _weights_path(path: Path) -> Path:
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}: give a folder written by `lenet train --out` "
-                              f"or its {WEIGHTS_NAME}")
-    if path.is_dir():
-        if not (path / WEIGHTS_NAME).is_file():
-            raise CheckpointError(f"{path} holds no {WEIGHTS_NAME}: not a lenet checkpoint folder")
-        return path / WEIGHTS_NAME
-    return path
+# --- reading -------------------------------------------------------------------------------------------------
 
-
-def _read_header(path: Path) -> dict[str, str]:
+def read_header(path: Path) -> dict[str, str]:
+    """The lenet metadata in the header of a safetensors file (the tensors are not read)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -93,38 +234,92 @@ def _read_header(path: Path) -> dict[str, str]:
     return header
 
 
-def read_info(path: str | os.PathLike) -> dict[str, Any]:
-    """The sidecar of a checkpoint (or, when it is missing, what the weights' header holds)."""
-    weights = _weights_path(Path(path))
-    header = _read_header(weights)
-    sidecar = weights.with_name(SIDECAR_NAME) if weights.name == WEIGHTS_NAME else weights.with_suffix(".json")
-    if sidecar.is_file():
-        try:
-            return json.loads(sidecar.read_text())
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{sidecar} is not valid JSON ({e}); delete it to fall back on the weights") from None
-    return {"model": header["model"], "model_kwargs": json.loads(header["model_kwargs"])}
+def read_record(weights: Path) -> WeightsRecord:
+    """The record of the weights file `weights`, checked against the schema and the file's header.
 
-
-def load_checkpoint(path: str | os.PathLike, expected_model: str | None = None,
-                    device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the network stored at `path` (a checkpoint folder or its weights file), in eval mode.
-
-    With `expected_model`, a checkpoint of any other network is refused."""
-    weights = _weights_path(Path(path))
-    header = _read_header(weights)
-    name = header.get("model", "")
-    if name not in list_models():
-        raise CheckpointError(f"{weights} holds a network {name!r} that this lenet does not know "
-                              f"(available: {', '.join(list_models())})")
-    if expected_model is not None and name != expected_model:
-        raise CheckpointError(f"{weights} holds a {name!r} network, not {expected_model!r}")
-    model = get_model(name, **json.loads(header.get("model_kwargs", "{}")))
+    A weights file without its record is refused: its SHA-256 was never recorded, so nothing could tell a
+    damaged or swapped file from the one that was trained, and the record also holds what the weights need
+    to be used right (the dataset, the metrics). `lenet.weights.adopt(PATH)` writes a record for a file you
+    vouch for."""
+    header = read_header(weights)
+    sidecar = sidecar_path(weights)
+    if not sidecar.is_file():
+        raise CheckpointError(f"{weights} has no record {sidecar.name} beside it, so its SHA-256 cannot be "
+                              f"checked: copy the {sidecar.name} written with it, or, if you trust the file, "
+                              f"run `python -c \"import lenet.weights as w; w.adopt('{weights}')\"`")
     try:
-        state = load_file(str(weights))
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{weights} is truncated or corrupt: {e}") from None
-    _load_state(model, state, weights)
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{sidecar} is not valid JSON ({e}); restore it from where the weights came") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{sidecar} is not a lenet weights record (not a JSON object)")
+    record = _record_from(data, weights, sidecar)
+    kwargs = json.loads(header.get("model_kwargs", "{}"))
+    if (header.get("model"), kwargs) != (record.model, record.model_kwargs):
+        raise CheckpointError(f"{weights} holds a {header.get('model')!r} network {kwargs}, but its record "
+                              f"{sidecar.name} describes {record.model!r} {record.model_kwargs}: the two files "
+                              "do not belong together")
+    return record
+
+
+def _record_from(data: dict[str, Any], weights: Path, sidecar: Path) -> WeightsRecord:
+    if data.get("format") == FORMAT and data.get("format_version") == 1:
+        data = _from_v1(data, weights)
+    elif "schema" not in data:
+        raise CheckpointError(f"{sidecar} is not a lenet weights record (no \"schema\" key); if it came with "
+                              "lenet's shipped weights, reinstall lenet")
+    version = data.get("schema_version")
+    if data.get("schema") == SCHEMA and isinstance(version, int) and version > SCHEMA_VERSION:
+        raise CheckpointError(f"{sidecar} was written by a newer lenet (schema {version}); upgrade lenet to read it")
+    problems = validate(data)
+    if problems:
+        raise CheckpointError(f"{sidecar} does not follow the {SCHEMA} schema {SCHEMA_VERSION}: {'; '.join(problems)}")
+    fields = {k: v for k, v in data.items() if k not in ("schema", "schema_version")}
+    return WeightsRecord(weights_path=weights, **fields)
+
+
+def _from_v1(data: dict[str, Any], weights: Path) -> dict[str, Any]:
+    """A run-folder record of schema 1 ("format": "lenet-checkpoint") in the current schema.
+
+    Schema 1 kept the hash under "weights_sha256" and the versions at the top level, and had no size,
+    parameter count, command or history; what it lacks stays empty."""
+    config = data.get("config") or {}
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION, "model": data.get("model"),
+        "model_kwargs": data.get("model_kwargs", {}), "sha256": data.get("weights_sha256"),
+        "size_bytes": weights.stat().st_size, "num_params": None, "input": dict(INPUT_SPEC),
+        "output": dict(OUTPUT_SPEC), "dataset": data.get("dataset", config.get("dataset")),
+        "epoch": data.get("epoch"), "metrics": data.get("metrics", {}), "config": config,
+        "recipe": config.get("recipe"), "command": None, "history": [], "created": None,
+        "versions": {k: data[k] for k in ("lenet", "torch") if k in data}, "description": "",
+    }
+
+
+def load_weights(record: WeightsRecord, *, device: torch.device | str = "cpu",
+                 expected_model: str | None = None) -> nn.Module:
+    """Rebuild the network `record` describes, in eval mode on `device`, from exactly the bytes whose
+    SHA-256 matched the record (a file changed after it was written is refused)."""
+    path = record.weights_path
+    if record.model not in list_models():
+        raise CheckpointError(f"{path} holds a network {record.model!r} that this lenet does not know "
+                              f"(available: {', '.join(list_models())})")
+    if expected_model is not None and record.model != expected_model:
+        raise CheckpointError(f"{path} holds a {record.model!r} network, not {expected_model!r}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != record.sha256:
+        raise CheckpointError(f"{path}: SHA-256 mismatch: the file hashes to {actual[:16]}..., its record "
+                              f"{record.sidecar_path.name} says {record.sha256[:16]}...; it was changed or damaged "
+                              "after it was written: restore it (shipped weights: reinstall lenet) or retrain")
+    try:
+        state = load_tensors(data)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
+    model = get_model(record.model, **record.model_kwargs)
+    _load_state(model, state, path)
     return model.to(device).eval()
 
 
@@ -140,7 +335,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -
     model.load_state_dict(state)
 
 
-# --- resume state -----------------------------------------------------------------------------------------
+# --- resume state --------------------------------------------------------------------------------------------
 
 def save_training_state(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
                         progress: dict[str, Any]) -> Path:
@@ -168,7 +363,7 @@ def load_training_state(folder: str | os.PathLike, model: nn.Module,
     path = Path(folder) / RESUME_NAME
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: nothing to resume (was the run started with --out?)")
-    header = _read_header(path)
+    header = read_header(path)
     if header["model"] != model.model_name:
         raise CheckpointError(f"{path} holds a {header['model']!r} run, not {model.model_name!r}")
     try:
@@ -176,6 +371,15 @@ def load_training_state(folder: str | os.PathLike, model: nn.Module,
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
     _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    _restore_optimizer(optimizer, tensors, header)
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return json.loads(header["progress"])
+
+
+def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                       header: dict[str, str]) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -191,7 +395,3 @@ def load_training_state(folder: str | os.PathLike, model: nn.Module,
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(header["optimizer_groups"])})
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return json.loads(header["progress"])

@@ -5,7 +5,7 @@ torchvision publishes. `data_root` points at a torchvision-layout folder (`DIR/M
 either the `.gz` files or the uncompressed IDX files. FashionMNIST, KMNIST, QMNIST and EMNIST-digits
 come through torchvision, which downloads them when online.
 
-Training draws batches by indexing these tensors (see `train.py`), which is what makes `lenet` fast:
+Training draws batches by indexing these tensors (see `trainer/loop.py`), which is what makes `lenet` fast:
 torchvision's per-sample PIL + ToTensor path costs more than the network itself.
 """
 
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .registry import DATASETS
 
 SHIPPED_MNIST = Path(__file__).parent / "mnist"
 
@@ -55,7 +56,6 @@ TORCHVISION_DATASETS = {
     "qmnist": ("QMNIST", "QMNIST", {"what": None}),
     "emnist-digits": ("EMNIST", "EMNIST", {"split": "digits"}),
 }
-DATASETS = ["mnist", *TORCHVISION_DATASETS]
 
 CLASSES = [str(d) for d in range(10)]
 
@@ -90,14 +90,7 @@ def default_root() -> Path:
 def load_dataset(name: str = "mnist", data_root: str | Path | None = None, val_size: int = 0,
                  seed: int = 0) -> Dataset:
     """Load a dataset as whole tensors; hold out `val_size` training images (chosen with `seed`)."""
-    if name == "mnist":
-        raw = SHIPPED_MNIST if data_root is None else _mnist_raw_dir(Path(data_root))
-        train, test = read_mnist_raw(raw)
-    elif name in TORCHVISION_DATASETS:
-        train, test = _load_torchvision(name, Path(data_root) if data_root else default_root())
-    else:
-        raise ConfigError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
-
+    train, test = DATASETS.get(name)(name, Path(data_root) if data_root else None)
     if not 0 <= val_size < len(train):
         raise ConfigError(f"--val-size must be between 0 and {len(train) - 1}, got {val_size}")
     val = None
@@ -168,8 +161,16 @@ def read_idx(path: Path, magic: int, count: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape).copy()
 
 
-def _load_torchvision(name: str, root: Path) -> tuple[Split, Split]:
+def mnist_splits(name: str, root: Path | None) -> tuple[Split, Split]:
+    """MNIST from `root` (a torchvision-layout folder) or, without one, the copy shipped with lenet."""
+    return read_mnist_raw(SHIPPED_MNIST if root is None else _mnist_raw_dir(root))
+
+
+def torchvision_splits(name: str, root: Path | None) -> tuple[Split, Split]:
+    """A dataset of torchvision's in the MNIST format, downloaded into `root` on first use."""
     import torchvision.datasets as tvd
+
+    root = root or default_root()
 
     class_name, folder, kwargs = TORCHVISION_DATASETS[name]
     cls = getattr(tvd, class_name)

@@ -1,6 +1,6 @@
 """Export a network to ONNX or TorchScript, with its input specification beside it, checked against PyTorch.
 
-Every exported file has the same contract, whatever the network (models/_api.py):
+Every exported file has the same contract, whatever the network (lenet.inference):
     input   "input"   float32 (N, 1, 28, 28): MNIST pixels / 255, background 0, ink 1; N is dynamic
     output  "scores"  float32 (N, 10): higher = more likely (softmax gives probabilities)
 Network-specific steps (padding to 32x32, the paper's pixel map, negated RBF distances) are inside
@@ -22,12 +22,16 @@ import torch
 from torch import nn
 
 from ._io import atomic_write, atomic_write_json
+from ._version import __version__
+from .checkpoint import INPUT_SPEC, OUTPUT_SPEC
 from .errors import ConfigError, LenetError
+from .inference import to_input
 
 FORMATS = ["onnx", "torchscript"]
 INPUT_NAME, OUTPUT_NAME = "input", "scores"
-# Parity tolerance against PyTorch on the test set, for every network. (classic's scores reach about -190;
-# its RBF layer computes the distances in float64 so that float32 summation order cannot break this bound.)
+# Parity tolerance against PyTorch on the test set, for every network. (classic's scores reach about -226 on
+# the test set; its RBF layer computes the distances in float64 so that float32 summation order cannot break
+# this bound.)
 TOLERANCE = 1e-4
 
 
@@ -89,8 +93,6 @@ def check_parity(path: str | os.PathLike, format: str, model: nn.Module, images:
                  batch_size: int = 1000) -> dict[str, Any]:
     """Run the exported file and PyTorch on uint8 (N, 28, 28) images: agreement of the predicted class and
     the largest absolute difference of the scores."""
-    from .train import to_input
-
     runner = load_runner(path, format)
     model = model.to("cpu").eval()
     same, max_diff = 0, 0.0
@@ -109,8 +111,6 @@ def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check
     With `check_images` (uint8 (N, 28, 28)), the file is run on them before it is put in place; a class
     that differs from PyTorch's, or scores further apart than TOLERANCE, raise LenetError and nothing is
     written."""
-    from . import __version__
-
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; available: {', '.join(FORMATS)}")
     out = Path(out)
@@ -133,11 +133,8 @@ def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check
         "format": format,
         "file": out.name,
         "model": getattr(model, "model_name", None),
-        "input": {"name": INPUT_NAME, "dtype": "float32", "shape": ["N", 1, 28, 28],
-                  "description": "MNIST-style digit: pixels / 255, background 0, ink 1; the digit's longest side "
-                                 "20 px, centred by mass in 28x28 (lenet.predict.preprocess does this)"},
-        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["N", 10],
-                   "description": "scores of the digits 0-9, higher = more likely; softmax gives probabilities"},
+        "input": {"name": INPUT_NAME, **INPUT_SPEC},
+        "output": {"name": OUTPUT_NAME, **OUTPUT_SPEC},
         "dynamic_axes": {"N": "batch size, any value >= 1"},
         "classes": list(range(10)),
         "lenet_version": __version__,

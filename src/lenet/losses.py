@@ -9,31 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .registry import LOSSES
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_LOSSES: dict[str, Callable[..., LossFn]] = {}
-
-
-def register_loss(name: str):
-    def wrap(factory: Callable[..., LossFn]) -> Callable[..., LossFn]:
-        _LOSSES[name] = factory
-        return factory
-
-    return wrap
-
-
-def list_losses() -> list[str]:
-    return list(_LOSSES)
 
 
 def get_loss(name: str, **options) -> LossFn:
-    """Build the loss `name`; options it does not know are ignored (they belong to other losses)."""
-    if name not in _LOSSES:
-        raise ConfigError(f"unknown loss {name!r}; available: {', '.join(_LOSSES)}")
-    return _LOSSES[name](**options)
+    """Build the loss `name` (lenet.registry.LOSSES); options it does not know are ignored (they belong to
+    other losses)."""
+    return LOSSES.get(name)(**options)
 
 
-@register_loss("cross_entropy")
 def cross_entropy(label_smoothing: float = 0.0, **_) -> LossFn:
     """Softmax cross-entropy on the scores, as in the tutorial."""
 
@@ -48,7 +34,6 @@ def cross_entropy(label_smoothing: float = 0.0, **_) -> LossFn:
 DEFAULT_MAP_J = 10.0
 
 
-@register_loss("map")
 def map_loss(map_j: float = DEFAULT_MAP_J, **_) -> LossFn:
     """The paper's discriminative MAP criterion (eq. 9) for RBF outputs y_i (scores = -y_i):
 

@@ -1,6 +1,6 @@
 """Predict the digit in your own images, preprocessed the way MNIST itself was made.
 
-Why own-image predictions fail (anchors.md section 3): a photo or a drawing is dark ink on a light page,
+Why predictions on your own images fail without this: a photo or a drawing is dark ink on a light page,
 any size, off-centre, with margins and noise, while every lenet network expects MNIST: a 28x28 uint8 image,
 ink bright on black, the digit's longest side 20 px, its centre of mass at the centre. `preprocess` turns the
 first into the second:
@@ -11,8 +11,9 @@ first into the second:
     4. crop to the ink's bounding box, scale the longest side to 20 px keeping the aspect ratio
     5. paste into 28x28 so that the centre of mass sits where MNIST puts it
 
-The public functions (`open_image`, `preprocess`, `predict_images`) are what `lenet predict` and
-`lenet serve` share; keep their signatures stable.
+The public functions (`open_image`, `preprocess`, `predict_files`) are what `lenet predict` and
+`lenet serve` share; keep their signatures stable. The network's side (uint8 images in, probabilities out)
+is `lenet.inference.probabilities`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import inference
 from .errors import ImageError
+from .inference import SIDE
 
 # 40 MP: more than any phone photo; a bigger image is refused before its pixels are decoded, so a tiny
 # compressed file cannot expand into gigabytes (a decompression bomb).
@@ -43,7 +46,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 # 20 px tall, and it keeps preprocessing a 12 MP photo in the milliseconds.
 _WORK_SIDE = 512
 # MNIST's geometry (LeCun et al.): the digit is scaled into a 20x20 box and centred by mass in 28x28.
-SIDE, BOX = 28, 20
+BOX = 20  # the side of the digit's box; SIDE (28, the networks' input) comes from lenet.inference
 # Centre of mass of the MNIST training digits, in (row, column) pixel-index coordinates (measured:
 # mean over the 60,000 training images: 14.00 and 14.01, std 0.29 -- pixel 14, not the 13.5 middle).
 _TARGET_COM = (14.0, 14.0)
@@ -242,25 +245,7 @@ def _place_by_mass(digit: np.ndarray) -> np.ndarray:
     return np.round(canvas).clip(0, 255).astype(np.uint8)
 
 
-# --- prediction -------------------------------------------------------------------------------------------
-
-@torch.inference_mode()
-def predict_images(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, 10), float32 on the CPU, for uint8 (N, 28, 28) MNIST-style images."""
-    from .train import to_input
-
-    if images.dtype != torch.uint8 or images.ndim != 3 or tuple(images.shape[1:]) != (SIDE, SIDE):
-        raise ValueError(f"expected uint8 images of shape (N, 28, 28), got {images.dtype} {tuple(images.shape)}")
-    model.eval()
-    device = next(model.parameters()).device
-    probabilities = []
-    for start in range(0, len(images), 1024):
-        scores = model(to_input(images[start:start + 1024].to(device)))
-        probabilities.append(torch.softmax(scores.float(), dim=1).cpu())
-    if not probabilities:
-        return torch.empty(0, 10)
-    return torch.cat(probabilities)
-
+# --- prediction ---------------------------------------------------------------------------------------
 
 @dataclass
 class Prediction:
@@ -323,7 +308,7 @@ def predict_files(model: nn.Module, inputs: list[str], max_pixels: int = DEFAULT
     ready = [r for r in results if r.image is not None]
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
-        probabilities = predict_images(model, torch.stack([r.image for r in chunk]))
+        probabilities = inference.probabilities(model, torch.stack([r.image for r in chunk]))
         for result, row in zip(chunk, probabilities.tolist(), strict=True):
             result.probabilities = row
     return results

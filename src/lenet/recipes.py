@@ -1,31 +1,34 @@
-"""Named recipes: a recipe is a dict of `TrainConfig` overrides, applied after the defaults and before
-the flags a user gives explicitly. Each recipe states its claim and the command that measured it."""
+"""Named recipes: a recipe is a dict of `TrainConfig` overrides, applied over TrainConfig's defaults and the
+network's own training defaults, and under the flags a user gives explicitly (lenet/trainer/config.py).
+Each recipe states its claim and where it was measured. Plain Python: this module imports no torch."""
 
 from __future__ import annotations
 
 from .errors import ConfigError
 
 RECIPES: dict[str, dict] = {
-    # The tutorial (../shared/seed/lenet-blog.md) exactly: Adam 1e-3, batch 64, 10 epochs, pixels in [0, 1],
-    # constant learning rate. TrainConfig's defaults are the same but for one change: the learning rate decays
-    # along a cosine to 0, which removes most of the seed-to-seed spread of the last epoch (seeds 0-6 of this
-    # recipe: 98.55-99.07 %; with the decay, seeds 0-2: 98.99-99.05 %).
+    # The tutorial lenet started from (its script: benchmarks/tutorial.py) exactly: Adam 1e-3, batch 64,
+    # 10 epochs, pixels in [0, 1], constant learning rate. TrainConfig's defaults are the same but for one
+    # change: the learning rate decays along a cosine to 0, which removes most of the seed-to-seed spread of
+    # the last epoch (seeds 0-6 of this recipe: 98.55-99.07 %; with the decay, seeds 0-2: 98.99-99.05 %;
+    # README, "Results").
     "tutorial": {"model": "seed", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 10,
                  "schedule": "constant"},
-    # Shortest time to >= 99.0% test accuracy with `seed` on 2 CPU cores (issue 4). Tuned with --val-size 5000
-    # (the test set chooses nothing), fixed length. Measured: benchmarks/fast_recipe.sh, table in benchmarks/README.md.
+    # Shortest time to >= 99.0% test accuracy with `seed` on 2 CPU cores (target: every seed, <= 10 s from
+    # process start). Tuned with --val-size 5000 (the test set chooses nothing), fixed length. Measured with
+    # benchmarks/fast_recipe.sh, seeds 0-4: 99.18 +- 0.05 %, 5.9-6.5 s each (benchmarks/README.md).
     "fast": {"model": "seed", "optimizer": "adam", "lr": 1e-2, "betas": (0.7, 0.9), "batch_size": 256,
              "epochs": 3, "schedule": "onecycle", "label_smoothing": 0.1, "precision": "bf16", "log_every": 0},
     # The 1998 paper (LeCun et al., section III.C): LeNet-5 `classic`, MAP loss, SDLM (mu = 0.02, Hessian on
     # 500 samples before each pass) with the paper's eta schedule shape by pass (x1, x0.4, x0.2, x0.1, x0.02
-    # for passes 1-2, 3-5, 6-8, 9-12, 13-20), 20 passes; a mini-batch of 8 = 8 per-sample updates (sdlm.py;
-    # batch 1 is the paper's own form, 8 keeps a run near 6 minutes on one CPU core). Two departures, both
-    # measured (docs/tutorial-vs-paper.md, "Initialisation and eta"): weights of variance 1/F_i instead of the
-    # printed +-2.4/F_i, which shrinks the weighted sums layer by layer against the rule's own stated aim and
-    # makes the paper's eta diverge; and eta = 1e-4, 1/5 of the paper's 5e-4 (5e-4 at batch 8 is unstable from
-    # pass 2; chosen on seed 0 over 2e-4 by a lower, steadier test error). Measured on real MNIST, seeds 0-2,
-    # `lenet train --model classic --recipe paper [--distort] --seed S`: 0.93 +- 0.02% test error (paper 0.95%),
-    # 0.69 +- 0.05% with --distort (paper 0.80%).
+    # for passes 1-2, 3-5, 6-8, 9-12, 13-20), 20 passes; a mini-batch of 8 = 8 per-sample updates
+    # (optim/sdlm.py; batch 1 is the paper's own form and reaches the same error; 8 keeps a run near 7 minutes
+    # on one CPU core). Two departures, both measured (docs/tutorial-vs-paper.md, "Initialisation and eta"):
+    # weights of variance 1/F_i instead of the printed +-2.4/F_i, which shrinks the weighted sums layer by
+    # layer against the rule's own stated aim and makes the paper's eta diverge; and eta = 1e-4, 1/5 of the
+    # paper's 5e-4 (5e-4 at batch 8 is unstable from pass 2; chosen on seed 0 over 2e-4 by a lower, steadier
+    # test error). Measured on real MNIST, seeds 0-2, `lenet train --model classic --recipe paper [--distort]
+    # --seed S`: 0.93 +- 0.02% test error (paper 0.95%), 0.69 +- 0.05% with --distort (paper 0.80%).
     "paper": {"model": "classic", "init": "lecun-uniform", "loss": "map", "map_j": 10.0, "optimizer": "sdlm",
               "lr": 1e-4, "schedule": "paper", "epochs": 20, "batch_size": 8, "warmup_epochs": 0.0},
 }

@@ -5,9 +5,10 @@
     misclassified     every misclassified test digit (up to a limit), true and predicted label: the
                       paper's figure 8
     kernels           the first convolution's 5x5 kernels
-    feature_maps      the activations of every layer for one image
+    feature_maps      the activations of every stage for one image (lenet.models.feature_maps)
 
-Every function writes its PNG atomically and returns the path.
+Every function writes its PNG atomically and returns the path. matplotlib is an optional dependency: every
+function imports it through `_pyplot()`, so without it the answer is a LenetError naming the install.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from torch import nn
 
 from ._io import atomic_write
 from .errors import ConfigError, LenetError
-
-FIGURES = ["curves", "confusion", "misclassified", "kernels", "features"]
+from .inference import model_device, probabilities, to_input
+from .models import feature_maps as stage_outputs
 
 
 def _pyplot():
+    """matplotlib.pyplot on its file-only backend; called before any other matplotlib import."""
     try:
         import matplotlib
     except ImportError:
@@ -67,8 +69,13 @@ def read_history(source: str | os.PathLike) -> list[dict[str, Any]]:
             history = [json.loads(line) for line in text.splitlines() if line.strip()]
     except (json.JSONDecodeError, AttributeError) as e:
         raise ConfigError(f"{path} is not valid lenet metrics ({e})") from None
+    return check_history(history, str(path))
+
+
+def check_history(history: Any, where: str) -> list[dict[str, Any]]:
+    """`history` if it is a non-empty list of per-epoch metrics, else ConfigError naming `where` it came from."""
     if not history or not all(isinstance(h, dict) and "epoch" in h for h in history):
-        raise ConfigError(f"{path} holds no per-epoch metrics")
+        raise ConfigError(f"{where} holds no per-epoch metrics")
     return history
 
 
@@ -113,9 +120,9 @@ def training_curves(history: list[dict[str, Any]], out: str | os.PathLike, title
 
 def confusion_matrix(confusion: list[list[int]], out: str | os.PathLike, title: str = "confusion matrix") -> Path:
     """Counts on a log colour scale, so the few errors show next to the ~1,000 correct per class."""
+    plt = _pyplot()
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
     counts = torch.tensor(confusion, dtype=torch.float64)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     image = ax.imshow(counts.clamp(min=0.5).numpy(), cmap="Blues", norm=LogNorm(vmin=0.5, vmax=float(counts.max())))
@@ -131,19 +138,12 @@ def confusion_matrix(confusion: list[list[int]], out: str | os.PathLike, title: 
     return _save(fig, out)
 
 
-@torch.inference_mode()
-def _probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    from .predict import predict_images
-
-    return predict_images(model, images)
-
-
 def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, out: str | os.PathLike,
                   limit: int = 100, columns: int = 10) -> Path:
     """A grid of the misclassified digits, 'true -> predicted (probability)', in test-set order."""
     plt = _pyplot()
-    probabilities = _probabilities(model, images)
-    predicted = probabilities.argmax(1)
+    probs = probabilities(model, images)
+    predicted = probs.argmax(1)
     wrong = torch.nonzero(predicted != labels).flatten()
     shown = wrong[:limit]
     rows = max(1, -(-len(shown) // columns))
@@ -153,7 +153,7 @@ def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, 
         ax.axis("off")
     for ax, index in zip(axes.flat, shown.tolist(), strict=False):
         ax.imshow(images[index].numpy(), cmap="gray_r", vmin=0, vmax=255)
-        p = float(probabilities[index, predicted[index]])
+        p = float(probs[index, predicted[index]])
         ax.set_title(f"{int(labels[index])}\u2192{int(predicted[index])} ({p:.0%})", fontsize=8)
     more = f", first {len(shown)} shown" if len(wrong) > len(shown) else ""
     fig.suptitle(f"{_name(model)}: {len(wrong)} misclassified of {len(labels):,} test digits{more}\n"
@@ -192,76 +192,66 @@ def kernels(model: nn.Module, out: str | os.PathLike) -> Path:
 
 
 def layer_outputs(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Activations of every layer for input x (1, 1, 28, 28): the model's own `feature_maps` when it has one,
-    else the outputs of its leaf modules, caught with forward hooks."""
+    """The network's input as it sees it and every stage's output for input x (1, 1, 28, 28), on the CPU, in
+    eval mode. ConfigError for a network that does not declare its stages (lenet.models.staged)."""
     model.eval()
-    with torch.inference_mode():
-        if hasattr(model, "feature_maps"):
-            return {k: v.detach().cpu() for k, v in model.feature_maps(x).items()}
-        maps: dict[str, torch.Tensor] = {}
-        hooks = []
-        for name, module in model.named_modules():
-            if name and not list(module.children()):
-                hooks.append(module.register_forward_hook(
-                    lambda _m, _i, output, name=name: maps.__setitem__(name, output.detach().cpu())
-                    if isinstance(output, torch.Tensor) else None))
-        try:
-            model(x)
-        finally:
-            for hook in hooks:
-                hook.remove()
-        return maps
+    return {name: value.cpu() for name, value in stage_outputs(model, x).items()}
+
+
+def _colour_scale(value: torch.Tensor) -> dict[str, Any]:
+    # signed values on a diverging map centred on 0, non-negative ones (ReLU outputs, the input) on magma
+    limit = float(value.abs().max()) or 1.0
+    low = -limit if float(value.min()) < 0 else 0.0
+    return {"cmap": "magma" if low == 0 else "RdBu_r", "vmin": low, "vmax": limit}
+
+
+def _draw_maps(subfig, name: str, value: torch.Tensor, columns: int) -> None:
+    """(C, H, W): one panel per channel, the first `columns` of them."""
+    channels = value.shape[0]
+    shown = min(channels, columns)
+    axes = subfig.subplots(1, columns, squeeze=False)[0]
+    scale = _colour_scale(value)
+    for c, ax in enumerate(axes):
+        ax.axis("off")
+        if c < shown:
+            image = ax.imshow(value[c].numpy(), **scale)
+    subfig.colorbar(image, ax=axes.tolist(), shrink=0.9, aspect=8)
+    more = f", first {shown} shown" if channels > shown else ""
+    what = f"{channels} maps" if channels > 1 else "1 map"
+    subfig.suptitle(f"{name}: {what} of {value.shape[1]}x{value.shape[2]}{more}", fontsize=9)
+
+
+def _draw_vector(subfig, name: str, vector: torch.Tensor, what: str) -> None:
+    ax = subfig.subplots(1, 1)
+    image = ax.imshow(vector[None].numpy(), aspect="auto", **_colour_scale(vector))
+    ax.set_yticks([])
+    if len(vector) == 10:
+        ax.set_xticks(range(10))
+    subfig.colorbar(image, ax=ax, shrink=0.9, aspect=8)
+    subfig.suptitle(f"{name}: {what}", fontsize=9)
 
 
 def feature_maps(model: nn.Module, image: torch.Tensor, out: str | os.PathLike, title: str = "") -> Path:
-    """One row per layer: every channel of a convolution/pooling output, vectors as a strip; last row the
-    class probabilities. `image` is uint8 (28, 28), MNIST-style."""
-    from .train import to_input
-
+    """One row per stage, from the input as the network sees it (classic: padded to 32x32, the paper's pixel
+    values) to the scores: every channel of a map, vectors as a strip; last row the class probabilities.
+    `image` is uint8 (28, 28), MNIST-style."""
     plt = _pyplot()
-    device = next(model.parameters()).device
-    x = to_input(image[None].to(device))
-    maps = layer_outputs(model, x)
-    probabilities = _probabilities(model, image[None])[0]
-    rows = [("image", image.float()[None, None] / 255), *maps.items()]
-    widest = max((m.shape[1] for _, m in rows if m.ndim == 4), default=1)
-    columns = min(widest, 16)
+    rows = list(layer_outputs(model, to_input(image[None].to(model_device(model)))).items())
+    probs = probabilities(model, image[None])[0]
+    columns = min(max((m.shape[1] for _, m in rows if m.ndim == 4), default=1), 16)
     fig = plt.figure(figsize=(columns * 0.95 + 1.6, 1.25 * len(rows) + 1.9), layout="constrained")
     subfigs = fig.subfigures(len(rows) + 1, 1, height_ratios=[1] * len(rows) + [1.6])
-    for subfig, (name, value) in zip(subfigs, rows, strict=False):
+    for index, (subfig, (name, value)) in enumerate(zip(subfigs, rows, strict=False)):
         value = value[0]
-        if value.ndim == 3 and value.shape[1:].numel() == 1:
-            value = value.flatten()  # C maps of 1x1 (classic's C5) read better as a vector
-        if value.ndim == 3:  # (C, H, W): one panel per channel
-            channels = value.shape[0]
-            shown = min(channels, columns)
-            axes = subfig.subplots(1, columns, squeeze=False)[0]
-            limit = float(value.abs().max()) or 1.0
-            low = -limit if float(value.min()) < 0 else 0.0
-            for c, ax in enumerate(axes):
-                ax.axis("off")
-                if c < shown:
-                    im = ax.imshow(value[c].numpy(), cmap="magma" if low == 0 else "RdBu_r", vmin=low, vmax=limit)
-            subfig.colorbar(im, ax=axes.tolist(), shrink=0.9, aspect=8)
-            more = f", first {shown} shown" if channels > shown else ""
-            what = f"{channels} maps" if channels > 1 else "1 map"
-            subfig.suptitle(f"{name}: {what} of {value.shape[1]}x{value.shape[2]}{more}", fontsize=9)
-        else:  # a vector: one strip
-            vector = value.flatten()
-            ax = subfig.subplots(1, 1)
-            limit = float(vector.abs().max()) or 1.0
-            low = -limit if float(vector.min()) < 0 else 0.0
-            im = ax.imshow(vector[None].numpy(), cmap="magma" if low == 0 else "RdBu_r", vmin=low, vmax=limit,
-                           aspect="auto")
-            ax.set_yticks([])
-            if len(vector) == 10:
-                ax.set_xticks(range(10))
-            subfig.colorbar(im, ax=ax, shrink=0.9, aspect=8)
-            subfig.suptitle(f"{name}: {len(vector)} units", fontsize=9)
+        if value.ndim == 3 and value.shape[1:].numel() > 1:
+            _draw_maps(subfig, name, value, columns)
+        else:  # a vector, or C maps of 1x1 (classic's C5), which read better as one
+            what = "the scores (higher = more likely)" if index == len(rows) - 1 else f"{value.numel()} units"
+            _draw_vector(subfig, name, value.flatten(), what)
     ax = subfigs[-1].subplots(1, 1)
-    ax.bar(range(10), probabilities.numpy(), color="tab:blue")
+    ax.bar(range(10), probs.numpy(), color="tab:blue")
     ax.set(xticks=range(10), ylim=(0, 1), xlabel="digit", ylabel="probability")
-    top = int(probabilities.argmax())
-    subfigs[-1].suptitle(f"softmax of the scores: predicts {top} ({float(probabilities[top]):.1%})", fontsize=9)
-    fig.suptitle(title or f"{_name(model)}: activations of every layer", fontsize=11)
+    top = int(probs.argmax())
+    subfigs[-1].suptitle(f"softmax of the scores: predicts {top} ({float(probs[top]):.1%})", fontsize=9)
+    fig.suptitle(title or f"{_name(model)}: activations of every stage", fontsize=11)
     return _save(fig, out)

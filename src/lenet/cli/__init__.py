@@ -1,16 +1,20 @@
 """`lenet` command line: one module per subcommand, each with `add_parser(subparsers)` and `run(args)`.
 
 The CLI only maps flags to library calls. A `LenetError` (bad input) becomes one line on stderr and
-exit code 2; anything else is a bug and keeps its traceback. Subcommand modules import torch lazily,
-so `lenet --help` is instant.
+exit code 2; anything else is a bug and keeps its traceback. Building the parser imports no torch (the
+subcommand modules import the library inside their `run` functions; flags and choices come from the
+torch-free `lenet.registry`, `lenet.models` and `lenet.trainer.config`), so `lenet --help` and
+`lenet COMMAND --help` answer at once; tests/test_cli.py checks that torch stays unloaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
+import shlex
 import sys
+
+from .._version import __version__
 
 # Display order; each NAME is implemented by the module `NAME_cmd` in this package.
 COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve"]
@@ -25,8 +29,6 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
-
     parser = argparse.ArgumentParser(
         prog="lenet",
         description="LeNet-5 done right: train, evaluate, inspect, predict, export and serve.",
@@ -35,14 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lenet {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        if importlib.util.find_spec(f"{__package__}.{name}_cmd") is not None:
-            importlib.import_module(f".{name}_cmd", __package__).add_parser(subparsers)
+        importlib.import_module(f".{name}_cmd", __package__).add_parser(subparsers)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["lenet", *argv])  # recorded by commands that write a run folder
     if args.command is None:
         parser.print_help()
         return 2

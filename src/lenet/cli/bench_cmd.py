@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import argparse
 
+from .flags import add_train_arguments, train_options
+
+# lenet's side runs at the engine's best settings, not `lenet train`'s defaults: batch 1024 is the fastest
+# that still trains to 99% (benchmarks/README.md), bf16 uses the CPU's matrix units.
+ENGINE_DEFAULTS = {"batch_size": 1024, "precision": "bf16", "compile": False, "kernels": "auto", "device": "auto"}
+ENGINE_FLAGS = [*ENGINE_DEFAULTS, "threads"]  # `--epochs` is bench's own: timed epochs
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -20,18 +27,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--epochs", type=int, metavar="N",
                    help="timed lenet epochs after the warm-up epoch (default: --repeats)")
     p.add_argument("--train-size", type=int, metavar="N", help="train lenet on N images only (quick checks)")
-    p.add_argument("--batch-size", type=int, default=1024,
-                   help="lenet's batch size (default 1024: the fastest that still trains to 99%%, see "
-                        "benchmarks/README.md)")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"], help="lenet's precision (default bf16)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
-                   help="torch.compile lenet's network (its compile falls in the warm-up epoch; default off)")
-    p.add_argument("--kernels", default="auto", choices=["auto", "conv", "matmul"],
-                   help="lenet's training kernels (default auto: seed's matrix-product form on CPU, bf16, "
-                        "batch >= 256)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
-    p.add_argument("--threads", type=int,
-                   help="CPU threads for both sides (default: the tutorial torch's default, lenet one per idle core)")
+    engine = p.add_argument_group("lenet's engine (the flags of `lenet train`; --threads applies to both sides)")
+    add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS)
     p.add_argument("--inference-batch", type=int, default=10000, metavar="N", help="default 10000")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_bench)
@@ -42,14 +39,15 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..bench import format_result, run_bench
     from ..errors import ConfigError
+    from ..trainer import make_config
 
-    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "batch_size", "threads", "inference_batch"):
+    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    engine = train_options(args, ENGINE_FLAGS)
+    make_config(**engine)  # every bad engine flag in one line, before the minutes of measuring start
     result = run_bench(repeats=args.repeats, tutorial_steps=args.tutorial_steps, epochs=args.epochs,
-                       train_size=args.train_size, batch_size=args.batch_size, precision=args.precision,
-                       compile=args.compile, kernels=args.kernels, device=args.device, threads=args.threads,
-                       inference_batch=args.inference_batch)
+                       train_size=args.train_size, inference_batch=args.inference_batch, **engine)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0

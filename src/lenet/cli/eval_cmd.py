@@ -1,9 +1,11 @@
-"""`lenet eval`: test accuracy, per-class accuracy and confusion matrix of a checkpoint."""
+"""`lenet eval`: test accuracy, per-class accuracy and confusion matrix of trained weights (SHA-256 checked)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from ..models import list_models
 
 
 def add_parser(subparsers) -> None:
@@ -13,8 +15,9 @@ def add_parser(subparsers) -> None:
         epilog="example:\n  lenet eval runs/seed\n  lenet eval runs/seed/model.safetensors --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a folder written by `lenet train --out`, its model.safetensors, or the name of a "
-                        "network to evaluate its shipped weights (seed, classic)")
+                   help="a folder written by `lenet train --out` or its model.safetensors, or the name of a "
+                        f"registered network for the weights shipped with lenet ({', '.join(list_models())}); a name "
+                        "never means a path: write ./seed for a folder called seed")
     p.add_argument("--model", help="refuse the checkpoint unless it holds this network")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")
@@ -24,20 +27,19 @@ def add_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    import lenet
-    from lenet import pretrained
-    from lenet.checkpoint import read_info
+    from lenet.data import load_dataset
+    from lenet.inference import evaluate, pick_device
+    from lenet.weights import load_network, read_record
 
-    shipped = pretrained.is_shipped_name(args.checkpoint)
-    info = pretrained.metadata(args.checkpoint) if shipped else read_info(args.checkpoint)
-    model = lenet.load(args.checkpoint, model=args.model)
-    dataset = args.dataset or info.get("config", {}).get("dataset") or "mnist"
-    result = lenet.evaluate(model, dataset=dataset, data_root=args.data_root, device=args.device)
+    record = read_record(args.checkpoint)
+    dataset = args.dataset or record.dataset or "mnist"
+    model = load_network(args.checkpoint, device=pick_device(args.device), expected_model=args.model)
+    result = evaluate(model, load_dataset(dataset, args.data_root).test)
     if args.json:
-        print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.model_name, "dataset": dataset,
-                          **result.to_dict()}))
+        print(json.dumps({"checkpoint": str(args.checkpoint), "model": record.model, "dataset": dataset,
+                          "sha256": record.sha256, **result.to_dict()}))
         return 0
-    print(format_report(model.model_name, dataset, result))
+    print(format_report(record.model, dataset, result))
     return 0
 
 

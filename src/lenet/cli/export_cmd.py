@@ -26,14 +26,16 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import lenet
+    from lenet.data import load_dataset
     from lenet.export import export, spec_path
-    from lenet.pretrained import load_model
+    from lenet.weights import load_network, read_record, source_from_options
 
-    model = load_model(args.model, args.checkpoint)
-    source = {"checkpoint": str(args.checkpoint)} if args.checkpoint else {"pretrained": args.model or "seed"}
-    images = None if args.no_check else lenet.load_dataset("mnist").test.images
-    spec = export(model, args.out, args.format, check_images=images, source=source)
+    source, expected = source_from_options(args.model, args.checkpoint)
+    record = read_record(source)
+    model = load_network(source, expected_model=expected)
+    images = None if args.no_check else load_dataset("mnist").test.images
+    spec = export(model, args.out, args.format, check_images=images,
+                  source={"weights": str(source), "sha256": record.sha256})
     print(f"wrote {args.out} ({args.format}, {spec['model']}) and {spec_path(args.out)}")
     if "parity" in spec:
         parity = spec["parity"]

@@ -32,13 +32,14 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lenet.errors import ConfigError
+    from lenet.inference import pick_device
     from lenet.predict import predict_files, save_preprocessed
-    from lenet.pretrained import load_model
-    from lenet.train import pick_device
+    from lenet.weights import load_network, source_from_options
 
     if not 1 <= args.top_k <= 10:
         raise ConfigError(f"--top-k must be between 1 and 10, got {args.top_k}")
-    model = load_model(args.model, args.checkpoint, device=pick_device(args.device))
+    source, expected = source_from_options(args.model, args.checkpoint)
+    model = load_network(source, device=pick_device(args.device), expected_model=expected)
     results = predict_files(model, args.images)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)

@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
                "  curl -F image=@digit.png http://127.0.0.1:8000/api/predict",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--model", help="registered network with pretrained weights to serve by default (default seed)")
+    which.add_argument("--model", help="registered network whose shipped weights to serve by default (default seed)")
     which.add_argument("--checkpoint", metavar="DIR", help="serve this trained checkpoint folder (or weights file)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only; anything else exposes the server)")
@@ -44,6 +44,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _limits(args: argparse.Namespace) -> dict:
+    """The limit flags that were given, as `create_app` keywords (the others keep the app's defaults)."""
+    given = {"workers": args.workers, "max_pending": args.max_pending,
+             "max_body_bytes": None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
+             "max_image_pixels": args.max_image_pixels}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
 
@@ -52,19 +60,16 @@ def run_serve(args: argparse.Namespace) -> int:
     import torch
     import uvicorn
 
-    from .. import serve  # raises a LenetError naming the missing package
+    from ..serve import create_app  # raises a LenetError naming a missing web package
 
     # Parallelism comes from the worker pool; torch's own intra-op threads would only fight it for the
     # cores when each request is one 28x28 image.
     torch.set_num_threads(1)
-    options = {k: v for k, v in {
-        "workers": args.workers, "max_pending": args.max_pending,
-        "max_body_bytes": None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
-        "max_image_pixels": args.max_image_pixels}.items() if v is not None}
     loopback = is_loopback(args.host)
-    app = serve.create_app(args.model, args.checkpoint, allowed_hosts=LOOPBACK_NAMES if loopback else None,
-                           **options)
-    app.state.store.preload()  # a missing or damaged weights file: one clear line now, not a traceback later
+    # A damaged or tampered weights file fails here, as one line and exit 2, before the port is bound.
+    app = create_app(args.model, args.checkpoint, allowed_hosts=LOOPBACK_NAMES if loopback else None,
+                     **_limits(args))
+    app.state.store.preload()
     if not loopback:
         print(f"lenet serve: warning: binding to {args.host} exposes the server beyond this machine; it has no "
               "authentication", file=sys.stderr)

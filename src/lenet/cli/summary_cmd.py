@@ -1,8 +1,11 @@
-"""`lenet summary`: the layer table of a network, as the paper tabulates LeNet-5."""
+"""`lenet summary`: the layer table of a network, as the paper tabulates LeNet-5. Builds its parser from the
+torch-free `lenet.models`; torch is imported only to build the network."""
 
 from __future__ import annotations
 
 import argparse
+
+from ..models import list_models
 
 
 def add_parser(subparsers) -> None:
@@ -12,22 +15,19 @@ def add_parser(subparsers) -> None:
                     "(multiply-adds, counted as the 1998 paper does).",
         epilog="examples:\n  lenet summary seed\n  lenet summary --list",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model", nargs="?", default="seed", metavar="MODEL", help="registered network (default seed)")
+    p.add_argument("model", nargs="?", default="seed", metavar="MODEL",
+                   help=f"registered network: {', '.join(list_models())} (default seed)")
     p.add_argument("--list", action="store_true", help="list the registered networks and exit")
     p.set_defaults(run=run_summary)
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    from lenet.models import format_table, get_model, list_models, model_info
+    from ..models import format_table, get_model, model_entry
 
     if args.list:
         for name in list_models():
-            print(f"{name:<10} {model_info(name).description}")
+            print(f"{name:<10} {model_entry(name).description}")
         return 0
-    info = model_info(args.model)
-    model = get_model(args.model)
-    print(format_table(model, title=f"{info.name}: {info.description}"))
-    if hasattr(model, "summary_extra"):
-        print()
-        print(model.summary_extra())
+    entry = model_entry(args.model)
+    print(format_table(get_model(args.model), title=f"{entry.name}: {entry.description}"))
     return 0

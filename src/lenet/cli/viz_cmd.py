@@ -1,5 +1,5 @@
 """`lenet viz`: PNG figures of a network: training curves, confusion matrix, misclassified digits,
-first-layer kernels, feature maps of every layer."""
+first-layer kernels, feature maps of every stage. Builds its parser without importing torch."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ def add_parser(subparsers) -> None:
         "viz", help="draw PNG figures: curves, confusion, misclassified digits, kernels, feature maps",
         description="Draw PNG figures of a network into --out DIR: curves.png (loss and accuracy per epoch, from "
                     "the run's metrics.jsonl), confusion.png and misclassified.png (on the 10,000 MNIST test "
-                    "images), kernels.png (the first convolution) and features.png (every layer's activations "
+                    "images), kernels.png (the first convolution) and features.png (every stage's activations "
                     "for one image).",
         epilog="examples:\n  lenet viz --out figures\n  lenet viz --checkpoint runs/paper --out figures/paper\n"
                "  lenet viz --only features --image my-digit.png --out figures",
@@ -30,33 +30,41 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def _network(args: argparse.Namespace):
+    """The network that --model / --checkpoint name, a label for it, and a function reading its training history:
+    a run folder's metrics.jsonl (written epoch by epoch), or the history in shipped weights' record."""
+    from pathlib import Path
+
+    from lenet import viz
+    from lenet.weights import is_name, load_network, read_record, source_from_options
+
+    source, expected = source_from_options(args.model, args.checkpoint)
+    model = load_network(source, device="cpu", expected_model=expected)
+    if is_name(source):
+        return model, f"shipped {source}", lambda: viz.check_history(read_record(source).history,
+                                                                     f"the record of the shipped {source} weights")
+    path = Path(source)
+    return model, str(path), lambda: viz.read_history(path if path.is_dir() else path.parent)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import lenet
     from lenet import viz
+    from lenet.data import load_dataset
     from lenet.errors import ConfigError
-    from lenet.pretrained import WEIGHTS_DIR, load_model, metadata
+    from lenet.inference import evaluate
 
     only = args.only.split(",") if args.only else FIGURES
     unknown = [f for f in only if f not in FIGURES]
     if unknown:
         raise ConfigError(f"unknown figure(s) {', '.join(unknown)} in --only; available: {', '.join(FIGURES)}")
-    model = load_model(args.model, args.checkpoint)
-    name = model.model_name
-    source = str(args.checkpoint) if args.checkpoint else f"pretrained {name}"
-    out = Path(args.out)
-    test = lenet.load_dataset("mnist").test
+    model, source, history = _network(args)
+    name, out, test = model.model_name, Path(args.out), load_dataset("mnist").test
     written = []
-    evaluated = lenet.evaluate(model, device="cpu") if {"curves", "confusion"} & set(only) else None
+    evaluated = evaluate(model, test) if {"curves", "confusion"} & set(only) else None
     if "curves" in only:
-        if args.checkpoint:
-            folder = Path(args.checkpoint)
-            history = viz.read_history(folder if folder.is_dir() else folder.parent)
-        else:
-            metadata(name)  # the shipped weights carry their run's history
-            history = viz.read_history(WEIGHTS_DIR / f"{name}.json")
-        written.append(viz.training_curves(history, out / "curves.png", title=f"{name} training ({source})",
+        written.append(viz.training_curves(history(), out / "curves.png", title=f"{name} training ({source})",
                                            test_accuracy=evaluated.accuracy))
     if "confusion" in only:
         written.append(viz.confusion_matrix(
@@ -67,16 +75,24 @@ def run(args: argparse.Namespace) -> int:
     if "kernels" in only:
         written.append(viz.kernels(model, out / "kernels.png"))
     if "features" in only:
-        if args.image:
-            from lenet.predict import open_image, preprocess
-
-            image, label = preprocess(open_image(args.image)), Path(args.image).name
-        else:
-            if not 0 <= args.index < len(test):
-                raise ConfigError(f"--index must be between 0 and {len(test) - 1}, got {args.index}")
-            image, label = test.images[args.index], f"test digit #{args.index} (a {int(test.labels[args.index])})"
+        image, label = _feature_image(args, test)
         written.append(viz.feature_maps(model, image, out / "features.png",
-                                        title=f"{name}: activations of every layer for {label}"))
+                                        title=f"{name}: activations of every stage for {label}"))
     for path in written:
         print(path)
     return 0
+
+
+def _feature_image(args: argparse.Namespace, test):
+    """The uint8 (28, 28) image for the feature maps, and how to name it in the title."""
+    from pathlib import Path
+
+    from lenet.errors import ConfigError
+
+    if args.image:
+        from lenet.predict import open_image, preprocess
+
+        return preprocess(open_image(args.image)), Path(args.image).name
+    if not 0 <= args.index < len(test):
+        raise ConfigError(f"--index must be between 0 and {len(test) - 1}, got {args.index}")
+    return test.images[args.index], f"test digit #{args.index} (a {int(test.labels[args.index])})"

@@ -15,8 +15,10 @@ applied to document recognition", Proc. IEEE 86(11), 1998 (section II.B, figure 
 Every weighted sum of c1..f6, s2 and s4 included, goes through f(a) = 1.7159 tanh(2a/3). The output is
 the NEGATED squared distance to each class's prototype, so that, like every lenet network, it returns
 scores where higher = more likely; the predicted class (argmax) is the nearest prototype. The paper's
-MAP criterion is the loss `map` (losses.py), its optimizer `sdlm` (sdlm.py), its schedule and 20 passes
+MAP criterion is the loss `map` (losses.py), its optimizer `sdlm` (optim/sdlm.py), its schedule and 20 passes
 the recipe `paper` (recipes.py).
+
+`ClassicLeNet5.stages` below declares the table's layers once, in this order.
 
 Initialisation (Appendix A): every weight uniform and scaled by its unit's fan-in F_i, either +-2.4/F_i as
 printed (`init="paper"`, the default here) or with variance 1/F_i (`init="lecun-uniform"`, what the recipe
@@ -34,8 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ._api import register_model
-from .layers import INIT_RULES, EuclideanRBF, FullConv2d, PartialConv2d, ScaledTanh, Subsampling, paper_init_
+from .layers import INIT_RULES, EuclideanRBF, FullConv2d, Negation, PartialConv2d, ScaledTanh, Subsampling, paper_init_
+from .staged import Stage, StagedNetwork
 
 # Input (section II.B): 28x28 digits padded to 32x32 so that stroke ends and corners can reach the centre of
 # C5's receptive fields. Pixel values are mapped so that background = -0.1 and ink = 1.175, which makes the
@@ -70,20 +72,29 @@ def rbf_prototypes(bitmaps: list[list[str]] | None = None) -> torch.Tensor:
     return torch.tensor([[1.0 if c == "#" else -1.0 for c in "".join(rows)] for rows in bitmaps])
 
 
-class ClassicLeNet5(nn.Module):
+# Every weighted sum of C1..F6 goes through the same squashing function; it is stateless, so one instance serves.
+SQUASH = ScaledTanh()
+
+
+class ClassicLeNet5(StagedNetwork):
+    """LeNet-5 of figure 2, stage by stage as section II.B describes it (the table in the module docstring)."""
+
+    stages = (
+        #     name   layer                                              output        activation
+        Stage("c1",  lambda: nn.Conv2d(1, 6, kernel_size=5),            (6, 28, 28),  SQUASH),
+        Stage("s2",  lambda: Subsampling(6),                            (6, 14, 14),  SQUASH),
+        Stage("c3",  lambda: PartialConv2d(6, C3_TABLE, kernel_size=5), (16, 10, 10), SQUASH),  # Table I
+        Stage("s4",  lambda: Subsampling(16),                           (16, 5, 5),   SQUASH),
+        Stage("c5",  lambda: FullConv2d(16, 120, kernel_size=5),        (120, 1, 1),  SQUASH),
+        Stage("f6",  lambda: nn.Linear(120, 84),                        (84,),        SQUASH, flatten=True),
+        Stage("rbf", lambda: EuclideanRBF(rbf_prototypes()),            (10,),        Negation()),  # -distance = score
+    )
+
     def __init__(self, init: str = "paper") -> None:
         """`init`: "paper" = uniform in +-2.4/F_i as printed, "lecun-uniform" = variance 1/F_i (layers.INIT_RULES)."""
-        super().__init__()
         if init not in INIT_RULES:
             raise ConfigError(f"unknown initialisation {init!r} for classic; available: {', '.join(INIT_RULES)}")
-        self.c1 = nn.Conv2d(1, 6, kernel_size=5)
-        self.s2 = Subsampling(6)
-        self.c3 = PartialConv2d(6, C3_TABLE, kernel_size=5)
-        self.s4 = Subsampling(16)
-        self.c5 = FullConv2d(16, 120, kernel_size=5)
-        self.f6 = nn.Linear(120, 84)
-        self.rbf = EuclideanRBF(rbf_prototypes())
-        self.squash = ScaledTanh()  # one stateless module, applied after every layer c1..f6
+        super().__init__()
         for module in self.modules():
             paper_init_(module, init)
 
@@ -91,34 +102,7 @@ class ClassicLeNet5(nn.Module):
         """(N, 1, 28, 28) pixels/255 -> (N, 1, 32, 32) in the paper's range: background -0.1, ink 1.175."""
         return F.pad(x * (INK - BACKGROUND) + BACKGROUND, (PAD, PAD, PAD, PAD), value=BACKGROUND)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(x)  # (N, 1, 32, 32)
-        x = self.squash(self.c1(x))  # (N, 6, 28, 28)
-        x = self.squash(self.s2(x))  # (N, 6, 14, 14)
-        x = self.squash(self.c3(x))  # (N, 16, 10, 10)
-        x = self.squash(self.s4(x))  # (N, 16, 5, 5)
-        x = self.squash(self.c5(x))  # (N, 120, 1, 1)
-        x = self.squash(self.f6(x.flatten(1)))  # (N, 84)
-        return -self.rbf(x)  # (N, 10) scores = negated squared distances to the prototypes
-
-    def sdlm_layers(self) -> list[nn.Module]:
-        """The layers between `prepare` and `rbf`, in order, for SDLM's second-derivative pass."""
-        sq = self.squash
-        return [self.c1, sq, self.s2, sq, self.c3, sq, self.s4, sq, self.c5, sq, nn.Flatten(), self.f6, sq]
-
-    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations of every layer, in order, for visualisation (after the squashing)."""
-        maps = {"input": self.prepare(x)}
-        maps["c1"] = self.squash(self.c1(maps["input"]))
-        maps["s2"] = self.squash(self.s2(maps["c1"]))
-        maps["c3"] = self.squash(self.c3(maps["s2"]))
-        maps["s4"] = self.squash(self.s4(maps["c3"]))
-        maps["c5"] = self.squash(self.c5(maps["s4"]))
-        maps["f6"] = self.squash(self.f6(maps["c5"].flatten(1)))
-        maps["rbf"] = self.rbf(maps["f6"])  # distances: smaller = more likely
-        return maps
-
-    def summary_extra(self) -> str:
+    def summary_notes(self) -> str:
         """The ten fixed RBF prototypes as ASCII art, side by side ('#' = +1, '.' = -1)."""
         protos = self.rbf.prototypes.reshape(10, 12, 7)
         lines = ["RBF prototypes (fixed, never trained): 7x12 bitmaps, '#' = +1, '.' = -1"]
@@ -127,16 +111,3 @@ class ClassicLeNet5(nn.Module):
             lines.append("   ".join("".join("#" if v > 0 else "." for v in protos[d, row].tolist())
                                     for d in range(10)))
         return "\n".join(lines)
-
-
-@register_model(
-    "classic",
-    "LeNet-5 as published in 1998: 32x32 input, scaled tanh, trainable subsampling, Table I C3, fixed RBF output",
-    # The paper's criterion, optimizer and schedule (the recipe `paper` spells them out): the tutorial's
-    # softmax/Adam defaults are aimed at logits, and this network outputs distances in [0, ~620].
-    train_defaults={"init": "lecun-uniform", "loss": "map", "optimizer": "sdlm", "lr": 1e-4, "schedule": "paper",
-                    "epochs": 20, "batch_size": 8},
-    init_choices=tuple(INIT_RULES),
-)
-def classic(**kwargs) -> ClassicLeNet5:
-    return ClassicLeNet5(**kwargs)

@@ -4,15 +4,17 @@
     Subsampling         sum of each 2x2 block x one trainable coefficient + one trainable bias per map (S2, S4)
     PartialConv2d       a 5x5 convolution whose output maps see only some input maps (C3, Table I)
     EuclideanRBF        y_i = sum_j (x_j - w_ij)^2 with fixed prototypes w (the output layer, eq. 7)
+    Negation            -y: distances (smaller = nearer) become scores (higher = more likely)
     paper_init_         uniform in +-2.4 / F_i, F_i = fan-in of the unit             (Appendix A)
                         or, read by its stated aim, uniform with variance 1/F_i (INIT_RULES)
 
 Every layer with weights knows its fan-in (for the initialisation) and, where PyTorch's count differs from
-the paper's, its `connections(output)` per sample (read by `lenet summary`).
+the paper's, its `connections(output_shape)` per image (read by `lenet summary`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -67,9 +69,9 @@ class Subsampling(nn.Module):
         block_sum = F.avg_pool2d(x, 2) * 4
         return block_sum * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
 
-    def connections(self, output: torch.Tensor) -> int:
+    def connections(self, output_shape: tuple[int, ...]) -> int:
         # the paper counts 4 inputs + 1 bias per unit: S2 14*14*6*5 = 5,880
-        return output[0].numel() * (self.fan_in + 1)
+        return math.prod(output_shape) * (self.fan_in + 1)
 
 
 class PartialConv2d(nn.Module):
@@ -102,9 +104,9 @@ class PartialConv2d(nn.Module):
     def fan_in(self, out_map: int) -> int:
         return len(self.table[out_map]) * self.kernel_size ** 2
 
-    def connections(self, output: torch.Tensor) -> int:
+    def connections(self, output_shape: tuple[int, ...]) -> int:
         # one multiply-add per connected kernel tap plus the bias, per output unit: C3 100 * 1,516 = 151,600
-        side = output.shape[-1] * output.shape[-2]
+        side = output_shape[-1] * output_shape[-2]
         return side * sum(self.fan_in(k) + 1 for k in range(self.out_channels))
 
 
@@ -137,8 +139,16 @@ class EuclideanRBF(nn.Module):
         diff = x.double().unsqueeze(1) - self.prototypes.double()  # (N, 10, 84)
         return diff.pow(2).sum(2).to(x.dtype if x.dtype != torch.bfloat16 else torch.float32)
 
-    def connections(self, output: torch.Tensor) -> int:
-        return output[0].numel() * self.prototypes.shape[1]  # 10 * 84 = 840
+    def connections(self, output_shape: tuple[int, ...]) -> int:
+        return math.prod(output_shape) * self.prototypes.shape[1]  # 10 * 84 = 840
+
+
+class Negation(nn.Module):
+    """-y. After EuclideanRBF it turns distances into the scores every lenet network outputs (higher = more
+    likely), so the predicted class, the argmax, is the nearest prototype."""
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return -y
 
 
 def paper_init_(module: nn.Module, rule: str = "paper", generator: torch.Generator | None = None) -> None:

@@ -1,4 +1,5 @@
-"""`seed`: the tutorial's LeNet-5, exactly (../shared/seed/lenet-blog.md).
+"""`seed`: the network every tutorial calls LeNet-5, exactly as the tutorial script lenet started from
+builds it (kept as benchmarks/tutorial.py).
 
 A modern simplification of LeCun et al. 1998: ReLU instead of the scaled tanh, plain average
 pooling instead of trainable subsampling, a full 6->16 C3, a linear output layer with softmax
@@ -20,55 +21,24 @@ Attribute names are the tutorial's, so a state_dict trained with the tutorial sc
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from ._api import register_model
+from .staged import Stage, StagedNetwork
 
-# Side of the last feature map: 28 -5+1 = 24 -> pool 12 -> -5+1 = 8 -> pool 4.
-_FINAL_SIDE = 4
-
-
-class SeedLeNet5(nn.Module):
-    def __init__(self, num_classes: int = 10) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 6, kernel_size=5)
-        self.pool1 = nn.AvgPool2d(kernel_size=2, stride=2)
-        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
-        self.pool2 = nn.AvgPool2d(kernel_size=2, stride=2)
-        self.fc1 = nn.Linear(16 * _FINAL_SIDE * _FINAL_SIDE, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(torch.relu(self.conv1(x)))  # (N, 6, 12, 12)
-        x = self.pool2(torch.relu(self.conv2(x)))  # (N, 16, 4, 4)
-        x = torch.flatten(x, 1)  # (N, 256)
-        x = torch.relu(self.fc1(x))  # (N, 120)
-        x = torch.relu(self.fc2(x))  # (N, 84)
-        return self.fc3(x)  # (N, 10) logits
-
-    def as_matmuls(self) -> nn.Module:
-        """This network's forward pass as matrix products: the CPU bf16 training engine (seed_matmul.py)."""
-        from .seed_matmul import SeedAsMatmuls
-
-        return SeedAsMatmuls(self)
-
-    def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Activations of every layer, in order, for visualisation."""
-        maps = {"conv1": torch.relu(self.conv1(x))}
-        maps["pool1"] = self.pool1(maps["conv1"])
-        maps["conv2"] = torch.relu(self.conv2(maps["pool1"]))
-        maps["pool2"] = self.pool2(maps["conv2"])
-        maps["fc1"] = torch.relu(self.fc1(torch.flatten(maps["pool2"], 1)))
-        maps["fc2"] = torch.relu(self.fc2(maps["fc1"]))
-        maps["fc3"] = self.fc3(maps["fc2"])
-        return maps
+# ReLU holds no state, so one instance serves every stage and every network.
+RELU = nn.ReLU()
 
 
-@register_model(
-    "seed",
-    "the tutorial's LeNet-5: ReLU, average pooling, full C3, linear output, 28x28 input",
-)
-def seed(**kwargs) -> SeedLeNet5:
-    return SeedLeNet5(**kwargs)
+class SeedLeNet5(StagedNetwork):
+    """The tutorial's network; `SeedAsMatmuls` (seed_matmul.py) computes the same function as matrix products."""
+
+    stages = (
+        #     name     layer                                          output        activation
+        Stage("conv1", lambda: nn.Conv2d(1, 6, kernel_size=5),        (6, 24, 24),  RELU),
+        Stage("pool1", lambda: nn.AvgPool2d(kernel_size=2, stride=2), (6, 12, 12)),
+        Stage("conv2", lambda: nn.Conv2d(6, 16, kernel_size=5),       (16, 8, 8),   RELU),
+        Stage("pool2", lambda: nn.AvgPool2d(kernel_size=2, stride=2), (16, 4, 4)),
+        Stage("fc1",   lambda: nn.Linear(16 * 4 * 4, 120),            (120,),       RELU, flatten=True),
+        Stage("fc2",   lambda: nn.Linear(120, 84),                    (84,),        RELU),
+        Stage("fc3",   lambda: nn.Linear(84, 10),                     (10,)),  # logits
+    )

@@ -67,9 +67,10 @@ def pool2_fc1_columns() -> torch.Tensor:
 
 
 class SeedAsMatmuls(nn.Module):
-    """`seed`'s forward pass as matrix products (see the module docstring); wraps, never copies, `net`."""
+    """`seed`'s forward pass as matrix products (see the module docstring); wraps, never copies, `net`.
 
-    takes_uint8 = True  # fit() may pass the resident uint8 images directly
+    Declared as seed's `matmul_form` in lenet.models; like every matrix-product form it also takes the
+    uint8 pixels (N, 28, 28) directly, so the trainer feeds it the resident bytes."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()

@@ -16,12 +16,12 @@ except ImportError as e:  # pragma: no cover - depends on the environment
     raise LenetError(f"`lenet serve` needs the web server packages ({e.name} is missing): "
                      "pip install 'lenet[serve]'  (fastapi, uvicorn, python-multipart)") from None
 
-from .app import (  # noqa: E402
+from .app import create_app  # noqa: E402
+from .settings import (  # noqa: E402
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_IMAGE_PIXELS,
     DEFAULT_MAX_PENDING,
     DEFAULT_WORKERS,
-    create_app,
 )
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "DEFAULT_MAX_IMAGE_PIXELS", "DEFAULT_MAX_PENDING", "DEFAULT_WORKERS",

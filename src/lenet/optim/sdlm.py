@@ -1,5 +1,5 @@
-"""Stochastic diagonal Levenberg-Marquardt (SDLM), the optimizer of the 1998 paper (Appendix C), and its
-learning-rate schedule.
+"""Stochastic diagonal Levenberg-Marquardt (SDLM), the optimizer of the 1998 paper (Appendix C). Its eta
+schedule by pass is `paper` in schedules.py; the recipe `paper` runs it from eta = 1e-4 (recipes.py says why).
 
 Each parameter k gets its own step size
 
@@ -33,34 +33,25 @@ applies unchanged. The optimizer reads B from each training forward pass of the 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
-from .errors import ConfigError
-from .models.layers import ScaledTanh
-from .optim import register_optimizer, register_schedule
+from ..errors import ConfigError
 
 # Appendix C: mu guards against huge steps where the estimated curvature is near zero; 500 samples suffice
 # for the Hessian estimate because it changes slowly.
 DEFAULT_MU = 0.02
 HESSIAN_SAMPLES = 500
 
-# The paper's eta by pass (section III.C): 5e-4 for passes 1-2, 2e-4 for 3-5, 1e-4 for 6-8, 5e-5 for 9-12,
-# 1e-5 afterwards. As multipliers of the base learning rate (5e-4), by 0-based pass.
-PAPER_ETA_PASSES = ((2, 1.0), (5, 0.4), (8, 0.2), (12, 0.1))
-PAPER_ETA_FINAL = 0.02
+@runtime_checkable
+class Squashing(Protocol):
+    """An elementwise activation f that SDLM carries second derivatives through: it states f'(a).
+    (The paper's 1.7159 tanh(2a/3), models/layers.py, is one.)"""
 
-
-@register_schedule("paper")
-def paper_schedule(step: int, total: int, per_epoch: int, warmup: int) -> float:
-    """The paper's eta schedule as a multiplier of lr = 5e-4, stepped by pass (epoch)."""
-    epoch = step // max(1, per_epoch)
-    for last_pass, multiplier in PAPER_ETA_PASSES:
-        if epoch < last_pass:
-            return multiplier
-    return PAPER_ETA_FINAL
+    def derivative(self, a: torch.Tensor) -> torch.Tensor: ...
 
 
 def diag_gauss_newton(layers: Sequence[nn.Module], x: torch.Tensor,
@@ -68,7 +59,7 @@ def diag_gauss_newton(layers: Sequence[nn.Module], x: torch.Tensor,
     """Per-sample mean of the Gauss-Newton Hessian diagonal for every parameter of `layers`.
 
     `layers` are applied in order to `x`; `output_curvature` is d2E/dx^2 at the last layer's output
-    (2 for a squared distance). Layers must be ScaledTanh, nn.Flatten, or linear in both their
+    (2 for a squared distance). Layers must be `Squashing` activations, nn.Flatten, or linear in both their
     parameters and their input (convolutions, fully connected, partial convolution, subsampling)."""
     inputs = []
     with torch.no_grad():
@@ -79,7 +70,7 @@ def diag_gauss_newton(layers: Sequence[nn.Module], x: torch.Tensor,
     n = x.shape[0]
     hessian: dict[nn.Parameter, torch.Tensor] = {}
     for layer, inp in zip(reversed(layers), reversed(inputs), strict=True):
-        if isinstance(layer, ScaledTanh):
+        if isinstance(layer, Squashing):
             d2 = d2 * layer.derivative(inp) ** 2
         elif isinstance(layer, nn.Flatten):
             d2 = d2.reshape(inp.shape)
@@ -94,8 +85,19 @@ def diag_gauss_newton(layers: Sequence[nn.Module], x: torch.Tensor,
             for p, g in zip(params.values(), grads[1:], strict=True):
                 hessian[p] = g / n
         else:
-            raise ConfigError(f"sdlm cannot carry second derivatives through {type(layer).__name__}")
+            raise ConfigError(f"sdlm cannot carry second derivatives through {type(layer).__name__}; "
+                              "use --model classic, or another optimizer")
     return hessian
+
+
+@runtime_checkable
+class LayeredNetwork(Protocol):
+    """A network that lists the layers between its input preparation and its output for SDLM's
+    second-derivative pass (lenet's staged networks derive both from their stage list)."""
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def sdlm_layers(self) -> list[nn.Module]: ...
 
 
 class SDLM(torch.optim.Optimizer):
@@ -103,7 +105,7 @@ class SDLM(torch.optim.Optimizer):
 
     `prepare_epoch(model, loss_fn, x, y)` (called by the trainer before every pass) re-estimates h on x."""
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float = 5e-4, mu: float = DEFAULT_MU) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], lr: float = 1e-4, mu: float = DEFAULT_MU) -> None:
         if not mu > 0:
             raise ConfigError(f"sdlm's mu must be positive, got {mu!r}")
         # Fixed weights (the RBF prototypes, if a network made them parameters) are not optimised.
@@ -123,7 +125,7 @@ class SDLM(torch.optim.Optimizer):
 
     def prepare_epoch(self, model: nn.Module, loss_fn, x: torch.Tensor, y: torch.Tensor) -> None:
         """Re-estimate the Hessian diagonal on the sample (x, y) (the paper: 500 samples, every pass)."""
-        if not hasattr(model, "sdlm_layers"):
+        if not isinstance(model, LayeredNetwork):
             raise ConfigError(f"optimizer sdlm needs a network that lists its layers for the Hessian estimate "
                               f"(sdlm_layers); {getattr(model, 'model_name', type(model).__name__)!r} does not: "
                               "use --model classic, or another optimizer")
@@ -162,6 +164,5 @@ def _format(p: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-@register_optimizer("sdlm")
-def build_sdlm(params: Iterable[nn.Parameter], lr: float = 5e-4, **_) -> SDLM:
+def build_sdlm(params: Iterable[nn.Parameter], lr: float = 1e-4, **_) -> SDLM:
     return SDLM(params, lr=lr)

@@ -1,0 +1,44 @@
+"""The public API, one function per CLI command that trains, loads or evaluates. `lenet/__init__.py`
+exposes these lazily, so `import lenet` stays cheap until one is called."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .data import load_dataset
+from .inference import EvalResult, pick_device
+from .inference import evaluate as _evaluate
+from .trainer import TrainResult, run_training
+from .weights import load_network
+
+
+def train(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
+          progress_bar: bool | None = False, command: str | None = None, **options: Any) -> TrainResult:
+    """Train a network; keyword options are `TrainConfig` fields (model, epochs, lr, out, ...).
+
+    With `resume=DIR`, continue the run saved in DIR (only `epochs` may change). Process-wide torch state
+    that training changes (threads, seed, deterministic mode) is restored afterwards. `command` is what the
+    run folder's record names as the command that made it (default: this call, written out)."""
+    return run_training(recipe=recipe, resume=resume, progress_bar=progress_bar, command=command, **options)
+
+
+def load(source: str | os.PathLike, device: str = "cpu", model: str | None = None) -> nn.Module:
+    """A trained network, ready for inference, its weights' SHA-256 checked.
+
+    `source` is a registered network's name for the weights shipped with lenet (`lenet.load("classic")`),
+    or a path: a run folder written by `lenet train --out`, or its `model.safetensors`. A name never means
+    a path: write `./seed` for a folder called seed. With `model`, refuse a network of any other kind."""
+    return load_network(source, device=device, expected_model=model)
+
+
+def evaluate(model: nn.Module | str | os.PathLike, dataset: str = "mnist", data_root: str | None = None,
+             device: str = "auto") -> EvalResult:
+    """Test-set accuracy, per-class accuracy and confusion matrix of a network, a name or a path."""
+    if isinstance(model, (str, Path)):
+        model = load(model)
+    model = model.to(pick_device(device))
+    return _evaluate(model, load_dataset(dataset, data_root).test)

@@ -1,0 +1,51 @@
+"""Every error leaves the server as a JSON object `{"error": "..."}` with the status that fits it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..errors import LenetError
+
+log = logging.getLogger("lenet.serve")
+
+NOT_FOUND = "not found: the API is GET /api/models, POST /api/predict, GET /healthz, GET /openapi.json"
+
+
+class ApiError(HTTPException):
+    """An HTTP error whose detail is the one-line message the client sees as {"error": ...}."""
+
+
+async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+    if exc.status_code == 404 and not isinstance(exc, ApiError):  # a URL outside the API, not a missing model
+        message = NOT_FOUND
+    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _invalid_parameter(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    # Query parameters (?details=...): the JSON body is checked by the schema, not by FastAPI.
+    parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
+    return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=422)
+
+
+async def _bad_input(_request: Request, exc: LenetError) -> JSONResponse:
+    # ImageError (not an image, corrupt, too many pixels, no ink) and friends: the client's input
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+async def _bug(_request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error", exc_info=exc)
+    return JSONResponse({"error": f"internal error: {type(exc).__name__}"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_parameter)
+    app.add_exception_handler(LenetError, _bad_input)
+    app.add_exception_handler(Exception, _bug)

@@ -1,0 +1,73 @@
+"""The URLs: the drawing page, liveness, the list of networks, and prediction.
+
+Each route finds what it needs on `request.app.state` (set up by `create_app`): `store` (ModelStore),
+`pool` (InferencePool), `settings` (Settings) and `index_html`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from .._version import __version__
+from .http_errors import ApiError
+from .reading import decode_upload, read_digit
+from .schema import ERROR_RESPONSES, PREDICT_BODY, ModelsResponse, PixelsRequest, Prediction, upload_fields
+
+router = APIRouter()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request) -> HTMLResponse:
+    return HTMLResponse(request.app.state.index_html)
+
+
+@router.get("/healthz", summary="liveness")
+async def healthz(request: Request) -> dict[str, Any]:
+    return {"status": "ok", "version": __version__, "default_model": request.app.state.store.default}
+
+
+@router.get("/api/models", response_model=ModelsResponse, summary="the networks this server can run")
+async def api_models(request: Request) -> dict[str, Any]:
+    return request.app.state.store.describe()
+
+
+@router.post("/api/predict", response_model=Prediction, response_model_exclude_none=True,
+             responses=ERROR_RESPONSES, summary="read one digit", openapi_extra={"requestBody": PREDICT_BODY})
+async def api_predict(request: Request, details: bool = Query(
+        False, description="also return the 28x28 input the network saw and its first feature maps")) -> Any:
+    body = await request.body()
+    mime = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if not body:
+        raise ApiError(400, "empty request body: send multipart/form-data with an 'image' file, "
+                            'or JSON {"pixels": [784 values]}')
+    if mime == "application/json":
+        return await _predict_pixels(request, PixelsRequest.from_body(body), details)
+    if mime == "multipart/form-data":
+        return await _predict_upload(request, details)
+    raise ApiError(415, f"unsupported content type {mime or '(none)'!r}: use multipart/form-data with an "
+                        "'image' file, or application/json with 784 pixels")
+
+
+async def _predict_pixels(request: Request, pixels: PixelsRequest, details: bool) -> dict[str, Any]:
+    state = request.app.state
+    name = state.store.check(pixels.model)
+    images = pixels.images()
+    return await state.pool.run(lambda: read_digit(state.store.get(name), images, name, details))
+
+
+async def _predict_upload(request: Request, details: bool) -> dict[str, Any]:
+    state = request.app.state
+    form = await request.form(max_files=1, max_fields=4)
+    try:
+        upload, name = upload_fields(form)
+        data = await upload.read()
+    finally:
+        await form.close()  # its spooled files
+    if not data:
+        raise ApiError(400, "the uploaded 'image' file is empty")
+    name = state.store.check(name)
+    max_pixels = state.settings.max_image_pixels
+    return await state.pool.run(lambda: read_digit(state.store.get(name), decode_upload(data, max_pixels), name,
+                                                   details))

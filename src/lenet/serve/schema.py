@@ -1,0 +1,150 @@
+"""What the API accepts and answers (also what /openapi.json describes), and every check on a request's
+JSON body or form fields.
+
+The JSON body of POST /api/predict is checked here and only here, by `PixelsRequest`; its validators
+raise the one-line messages a client sees as {"error": "..."}, so a request can be fixed from the answer.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Annotated, Any
+
+import torch
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+from starlette.datastructures import FormData, UploadFile
+
+from ..inference import SIDE
+from .http_errors import ApiError
+
+PIXELS = SIDE * SIDE
+_FIELDS = ("pixels", "model")
+
+
+def _invalid(message: str) -> PydanticCustomError:
+    # No template context: the message is final, even if it quotes a client's text holding braces.
+    return PydanticCustomError("lenet_request", message)
+
+
+def _check_pixels(value: Any) -> list[int]:
+    if not isinstance(value, list):
+        raise _invalid(f'"pixels" must be a list of {PIXELS} numbers, not {type(value).__name__}')
+    if len(value) != PIXELS:
+        raise _invalid(f'"pixels" must hold {PIXELS} values (28x28, row by row), got {len(value)}')
+    for i, v in enumerate(value):
+        # bool is an int in Python but never a pixel; 12.0 is a whole number, 12.5 is not a grey level
+        whole = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+        if isinstance(v, bool) or not whole or not 0 <= v <= 255:
+            raise _invalid(f'"pixels"[{i}] is {json.dumps(v)}: every value must be a whole number from 0 to 255')
+    return [int(v) for v in value]
+
+
+def _check_model_name(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _invalid(f'"model" must be a string, not {type(value).__name__}')
+    return value
+
+
+class PixelsRequest(BaseModel):
+    pixels: Annotated[list[Annotated[int, Field(ge=0, le=255)]], BeforeValidator(_check_pixels)] = Field(
+        ..., min_length=PIXELS, max_length=PIXELS,
+        description="784 grey values 0-255 (whole numbers), row by row, ink bright on a dark background "
+                    "(MNIST polarity); fed to the network as they are")
+    model: Annotated[str | None, BeforeValidator(_check_model_name)] = Field(
+        None, description="a name from GET /api/models; default: the server's model")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _an_object_with_pixels(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise _invalid(f'JSON body must be an object like {{"pixels": [784 values]}}, not {type(data).__name__}')
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise _invalid(f"unknown JSON field(s): {', '.join(unknown)}; expected pixels and optional model")
+        if "pixels" not in data:
+            raise _invalid('JSON body has no "pixels": give 784 grey values 0-255 (28x28, ink bright)')
+        return data
+
+    @classmethod
+    def from_body(cls, body: bytes) -> PixelsRequest:
+        """The request in a JSON body; ApiError 400 for malformed JSON, 422 for a wrong field."""
+        try:
+            payload = json.loads(body)
+        except UnicodeDecodeError:
+            raise ApiError(400, "malformed JSON: the body is not UTF-8 text") from None
+        except json.JSONDecodeError as e:
+            raise ApiError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        try:
+            return cls.model_validate(payload)
+        except ValidationError as e:
+            raise ApiError(422, e.errors()[0]["msg"]) from None
+
+    def images(self) -> torch.Tensor:
+        """The pixels as the uint8 (1, 28, 28) batch every network reads."""
+        return torch.tensor(self.pixels, dtype=torch.uint8).reshape(1, SIDE, SIDE)
+
+
+def upload_fields(form: FormData) -> tuple[UploadFile, str | None]:
+    """The 'image' file and the optional 'model' name of a multipart form; ApiError 422 when they are wrong."""
+    upload = form.get("image")
+    if upload is None:
+        raise ApiError(422, f"multipart form has no 'image' file field (fields: {', '.join(form) or 'none'})")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(422, "form field 'image' must be a file upload, not text")
+    name = form.get("model")
+    if name is not None and not isinstance(name, str):
+        raise ApiError(422, "form field 'model' must be text")
+    return upload, name or None
+
+
+class FeatureMap(BaseModel):
+    layer: str
+    channels: int
+    height: int
+    width: int
+    data: str = Field(..., description="base64 of channels*height*width bytes, each map scaled to 0-255 "
+                                       "with the layer's min and max")
+
+
+class Prediction(BaseModel):
+    prediction: int = Field(..., description="the most likely digit")
+    probabilities: list[float] = Field(..., description="10 probabilities, for the digits 0-9")
+    model: str
+    input: list[int] | None = Field(None, description="with ?details=true: the 784 pixels the network saw")
+    feature_maps: list[FeatureMap] | None = Field(None, description="with ?details=true: the first layers' maps")
+
+
+class ModelEntry(BaseModel):
+    name: str
+    description: str
+    test_accuracy: float | None = Field(None, description="percent on the MNIST test set")
+    available: bool = Field(..., description="whether weights are there to serve it")
+    source: str = Field(..., description="pretrained, checkpoint, or none")
+
+
+class ModelsResponse(BaseModel):
+    default: str
+    models: list[ModelEntry]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)}
+
+# The route reads its body itself (an image upload or JSON pixels), so the schema states both by hand.
+PREDICT_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {
+            "type": "object", "required": ["image"],
+            "properties": {"image": {"type": "string", "format": "binary",
+                                     "description": "PNG, JPEG, ... of one digit; preprocessed like `lenet predict`"},
+                           "model": {"type": "string"}}}},
+        "application/json": {"schema": PixelsRequest.model_json_schema()},
+    },
+}

@@ -1,0 +1,41 @@
+"""Training: a run's config, the process state it sets, the engine it builds and the loop that runs it.
+
+    config.py   the frozen `TrainConfig` and its resolution (defaults < network < recipe < flags < resume);
+                imports no torch, so the CLI builds its flags and `--help` from it
+    state.py    `training_state`: threads, global seed, deterministic mode, set and restored
+    engine.py   what a run trains with: resident data, network, training network, loss, optimizer
+    loop.py     `fit` (one config, epoch by epoch), `run_training` (what `lenet.train` calls), `TrainResult`
+
+Importing this package imports no torch either: the names from state.py, engine.py and loop.py are loaded
+on first use (PEP 562).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .config import TrainConfig, config_from_dict, load_config, make_config, resolve_config, resume_config
+
+# public name -> the module of this package that defines it (imported on first use: it needs torch)
+_LAZY = {
+    "TrainResult": "loop", "fit": "loop", "run_training": "loop", "process_seconds": "loop",
+    "auto_threads": "state", "training_state": "state", "tune_allocator": "state",
+    "training_network": "engine",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+__all__ = ["TrainConfig", "config_from_dict", "load_config", "make_config", "resolve_config", "resume_config",
+           *_LAZY]
