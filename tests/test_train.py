@@ -194,7 +194,11 @@ def test_interrupted_then_resumed_run_is_bit_identical(interrupted_and_resumed):
     options = {"epochs": 3, "batch_size": 128, "seed": 5, "deterministic": True, "threads": 1, **SMALL}
     whole, resumed, differing = interrupted_and_resumed(options)
     assert differing == []  # bit-identical weights
-    assert resumed.history[0] == pytest.approx(whole.history[0], rel=0.5)  # epoch 1 kept from the first run
+    # epoch 1 is kept from the first run; its timings are the machine's, everything else is the run's
+    timings = ("images_per_s", "seconds")
+    assert {k: v for k, v in resumed.history[0].items() if k not in timings} == \
+        {k: v for k, v in whole.history[0].items() if k not in timings}
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
     assert len(resumed.history) == 3
 
 
