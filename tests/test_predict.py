@@ -53,7 +53,8 @@ def _run_json(args: list[str], capsys) -> tuple[int, list[dict]]:
     return code, [json.loads(line) for line in out.splitlines()]
 
 
-# --- right after install, >= 98% on 1,000 rendered test digits -------------------------------------------------
+# --- right after install, >= 99.5% on 1,000 rendered test digits (99.7% before the photo pipeline, 99.8%
+# with it) ------------------------------------------------------------------------------------------------------
 
 def test_pretrained_seed_reads_1000_rendered_test_digits(mnist, tmp_path, capsys):
     rng = np.random.default_rng(2026)
@@ -77,7 +78,7 @@ def test_pretrained_seed_reads_1000_rendered_test_digits(mnist, tmp_path, capsys
     accuracy = sum(map(sum, correct.values())) / 10
     print(f"rendered digits: {accuracy:.1f}% correct (PNG {np.mean(correct['.png']):.1%}, "
           f"JPEG {np.mean(correct['.jpg']):.1%})")
-    assert accuracy >= 98.0
+    assert accuracy >= 99.5
     assert all(len(r["probabilities"]) == 10 and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in results)
 
 
@@ -229,7 +230,9 @@ def test_globs_folders_and_save_preprocessed(mnist, tmp_path, capsys):
     assert code == 0
     assert [r["prediction"] for r in results] == mnist.test.labels[:4].tolist()
     written = sorted(p.name for p in seen.iterdir())
-    assert written == ["d0-2.png", "d0.png", "d1.png", "d2.png"]  # same stem twice: numbered, not overwritten
+    # same stem twice: numbered, not overwritten; each 28x28 with its debug sheet beside it
+    assert written == ["d0-2.debug.png", "d0-2.png", "d0.debug.png", "d0.png", "d1.debug.png", "d1.png",
+                       "d2.debug.png", "d2.png"]
     saved = Image.open(seen / "d1.png")
     assert saved.size == (28, 28) and saved.mode == "L"
     assert np.array_equal(np.asarray(saved), preprocess(open_image(tmp_path / "d1.png")).numpy())

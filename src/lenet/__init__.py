@@ -5,6 +5,7 @@ around them. The public API mirrors the CLI:
     >>> result = lenet.train(epochs=1)             # `lenet train --epochs 1`
     >>> model = lenet.load("runs/seed")            # a run folder; lenet.load("seed"): the shipped weights
     >>> lenet.evaluate(model).accuracy             # `lenet eval runs/seed`
+    >>> lenet.read_number("photo.jpg").number       # `lenet predict photo.jpg --number`
 
 Names are imported on first use (PEP 562), so `import lenet` and `lenet --help` load no torch.
 """
@@ -18,7 +19,7 @@ from ._version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "train": "lenet.api", "load": "lenet.api", "evaluate": "lenet.api",
+    "train": "lenet.api", "load": "lenet.api", "evaluate": "lenet.api", "read_number": "lenet.api",
     "TrainConfig": "lenet.trainer", "TrainResult": "lenet.trainer", "make_config": "lenet.trainer",
     "EvalResult": "lenet.inference",
     "WeightsRecord": "lenet.weights", "read_record": "lenet.weights",

@@ -1,31 +1,46 @@
-"""`lenet predict`: the digit in your own images (files, folders, globs), MNIST-style preprocessing."""
+"""`lenet predict`: the digit in your own images (files, folders, globs), MNIST-style preprocessing; with
+`--number`, every digit of a number written in a row."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from . import add_model_arguments
+
+if TYPE_CHECKING:  # the parser must not import torch (tests/test_cli.py)
+    from lenet.predict import NumberReading
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "predict", help="predict the digit in your own images",
+        "predict", help="predict the digit in your own images, or the number written in a photo",
         description="Predict the digit in image files (PNG, JPEG, BMP, GIF, WebP; any size; dark ink on light "
-                    "or light on dark). Each image is preprocessed the way MNIST was made: grey, polarity "
-                    "detected, background noise removed, cropped to the ink, longest side scaled to 20 px, "
-                    "centred by mass in 28x28. Exit code 0 if every image was predicted, 1 if some could not be.",
+                    "or light on dark; scans, drawings and phone photos of a notebook page). Each image is "
+                    "preprocessed the way MNIST was made: the page's uneven light divided out, ruled or squared "
+                    "lines, the page's edge and specks removed, cropped to the ink, longest side scaled to "
+                    "20 px, centred by mass in 28x28. With --number, each digit of a number written in a row is "
+                    "read on its own, left to right. Exit code 0 if every image was read, 1 if some could not be.",
         epilog="examples:\n  lenet predict my-digit.png\n  lenet predict scans/ 'photos/*.jpg' --top-k 3\n"
-               "  lenet predict digits/ --json --save-preprocessed seen/\n"
+               "  lenet predict notebook.jpg --number\n"
+               "  lenet predict photos/ --number --json --save-preprocessed seen/\n"
                "  lenet predict seven.png --checkpoint runs/paper",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     add_model_arguments(p)
-    p.add_argument("--top-k", type=int, default=1, metavar="K", help="show the K most likely digits (default 1)")
+    p.add_argument("--number", action="store_true",
+                   help="read a number written in a row (2026, 132865): print it and each digit's probabilities")
+    p.add_argument("--top-k", type=int, default=1, metavar="K",
+                   help="show the K most likely digits (default 1; --number shows all ten)")
     p.add_argument("--json", action="store_true",
-                   help='one JSON object per image: {"path", "prediction", "probabilities"} or {"path", "error"}')
-    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the network saw, as PNG")
+                   help='one JSON object per image: {"path", "prediction", "probabilities"}; with --number '
+                        '{"path", "number", "digits": [{"prediction", "probabilities", "box": [x, y, w, h]}]}; '
+                        'or {"path", "error"}')
+    p.add_argument("--save-preprocessed", metavar="DIR",
+                   help="write the 28x28 image the network saw (STEM.png; --number: STEM.1.png, ...) and a "
+                        "debug sheet STEM.debug.png (the mask, the strokes kept, the boxes), as PNG")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, mps")
     p.set_defaults(run=run)
 
@@ -40,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be between 1 and 10, got {args.top_k}")
     source, expected = source_from_options(args.model, args.checkpoint)
     model = load_network(source, device=pick_device(args.device), expected_model=expected)
-    results = predict_files(model, args.images)
+    results = predict_files(model, args.images, number=args.number)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
     for result in results:
@@ -48,8 +63,21 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(result.to_dict()), flush=True)
         elif result.error is not None:
             print(f"lenet predict: error: {result.error}", file=sys.stderr)
+        elif result.reading is not None:
+            print(number_table(result.path, result.reading))
         else:
             top = result.top(args.top_k)
             guesses = "  ".join(f"{digit} ({p * 100:.1f}%)" for digit, p in top)
             print(f"{result.path}: {guesses}")
     return 1 if any(r.error is not None for r in results) else 0
+
+
+def number_table(path: str, reading: NumberReading) -> str:
+    """`PATH: NUMBER`, then one row per digit: the digit read, its box (x, y, width, height in the image's
+    pixels) and the probability of each of 0-9, in percent."""
+    lines = [f"{path}: {reading.number}",
+             "  digit  box (x, y, w, h)      " + "".join(f"{c:>6}" for c in range(10))]
+    for digit in reading.digits:
+        box = ", ".join(str(v) for v in digit.box.to_list())
+        lines.append(f"  {digit.prediction:>5}  {box:<22}" + "".join(f"{p * 100:6.1f}" for p in digit.probabilities))
+    return "\n".join(lines)

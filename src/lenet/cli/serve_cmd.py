@@ -11,13 +11,14 @@ LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "serve", help="draw digits in the browser and watch the network read them",
+        "serve", help="draw digits or show photos of numbers in the browser and watch the network read them",
         description="Serve a page to draw a digit on (mouse, pen or touch) with the live prediction, the 28x28 "
-                    "image the network saw and its first feature maps; and a JSON API: POST /api/predict, "
-                    "GET /api/models, GET /healthz, GET /openapi.json.",
+                    "image the network saw and its first feature maps, or to read a number from a photo; and a "
+                    "JSON API: POST /api/predict, POST /api/read, GET /api/models, GET /healthz, GET /openapi.json.",
         epilog="examples:\n  lenet serve                          # pretrained seed on http://127.0.0.1:8000\n"
                "  lenet serve --model classic\n  lenet serve --checkpoint runs/seed --port 8080\n"
-               "  curl -F image=@digit.png http://127.0.0.1:8000/api/predict",
+               "  curl -F image=@digit.png http://127.0.0.1:8000/api/predict\n"
+               "  curl -F image=@photo.jpg http://127.0.0.1:8000/api/read",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     which = p.add_mutually_exclusive_group()
     which.add_argument("--model", help="registered network whose shipped weights to serve by default (default seed)")

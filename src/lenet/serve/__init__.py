@@ -1,4 +1,5 @@
-"""`lenet serve`: draw a digit in the browser and watch LeNet-5 read it, plus a small JSON API.
+"""`lenet serve`: draw a digit in the browser and watch LeNet-5 read it, or show it a photo of a written
+number; plus a small JSON API.
 
 Needs the `serve` extra (`pip install 'lenet[serve]'`: fastapi, uvicorn, python-multipart); importing
 this package without them raises a `LenetError` that says so.

@@ -1,7 +1,8 @@
-"""The web app behind `lenet serve`: one page to draw on, and a small JSON API.
+"""The web app behind `lenet serve`: one page to draw a digit on or read a photo with, and a small JSON API.
 
-    GET  /                 the drawing page (static files shipped in this package, no CDN)
+    GET  /                 the page: draw a digit, or read a photo (static files shipped in this package, no CDN)
     POST /api/predict      multipart `image` file, or JSON {"pixels": [784 values 0-255, ink bright], "model"?}
+    POST /api/read         multipart `image` file of a written number (a photo): each digit, its box, the number
     GET  /api/models       every registered network, its test accuracy and whether weights are available
     GET  /healthz          liveness
     GET  /openapi.json     the schema (no /docs: Swagger UI would load its scripts from a CDN)
@@ -71,7 +72,8 @@ def create_app(model: str | None = None, checkpoint: str | os.PathLike | None = 
     settings = Settings(workers, max_pending, max_body_bytes, max_image_pixels, tuple(allowed_hosts or ()))
     store = ModelStore.build(model, checkpoint, models)
     app = FastAPI(title="lenet serve", version=__version__,
-                  description="LeNet-5 reads a handwritten digit. POST an image or 784 pixels to /api/predict.",
+                  description="LeNet-5 reads a handwritten digit: POST an image or 784 pixels to /api/predict; or "
+                              "a number written on a photo: POST it to /api/read.",
                   docs_url=None, redoc_url=None, lifespan=_lifespan)
     app.state.settings, app.state.store = settings, store
     app.state.pool = InferencePool(settings.workers, settings.max_pending)

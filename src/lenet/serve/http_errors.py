@@ -14,7 +14,8 @@ from ..errors import LenetError
 
 log = logging.getLogger("lenet.serve")
 
-NOT_FOUND = "not found: the API is GET /api/models, POST /api/predict, GET /healthz, GET /openapi.json"
+NOT_FOUND = ("not found: the API is GET /api/models, POST /api/predict, POST /api/read, GET /healthz, "
+             "GET /openapi.json")
 
 
 class ApiError(HTTPException):

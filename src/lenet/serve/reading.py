@@ -1,5 +1,6 @@
-"""What a worker thread does for one request: decode an upload, read the digit, and, when asked, show
-the 28x28 input and the first feature maps. Runs on the pool, never on the event loop."""
+"""What a worker thread does for one request: decode an upload, read the digit (or, for a photo, every
+digit of the number written on it), and, when asked, show the 28x28 inputs and the first feature maps. Runs
+on the pool, never on the event loop."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ImageError
 from ..inference import SIDE, probabilities, to_input
 from ..models import feature_maps
-from ..predict import open_image, preprocess
+from ..predict import open_image, preprocess, read_number
+from .http_errors import ApiError
 
 
 def decode_upload(data: bytes, max_pixels: int) -> torch.Tensor:
@@ -28,6 +31,26 @@ def read_digit(model: nn.Module, images: torch.Tensor, name: str, details: bool)
         out["input"] = images[0].reshape(-1).tolist()
         out["feature_maps"] = first_feature_maps(model, images)
     return out
+
+
+def read_photo(model: nn.Module, data: bytes, max_pixels: int, name: str, details: bool) -> dict[str, Any]:
+    """The answer to POST /api/read for an uploaded image file: `lenet predict --number --json`'s fields
+    (less "path") plus the network's name and the decoded image's size, which the boxes are in.
+
+    ImageError from decoding (not an image, corrupt, too many pixels) reaches the client as 400; a photo
+    decoded fine in which no digit is found is answered 422 (the upload was valid, its content is not)."""
+    image = open_image(data, max_pixels=max_pixels)
+    try:
+        reading = read_number(model, image)
+    except ImageError as e:
+        raise ApiError(422, f"no digits found in the photo: {e}") from None
+    out = reading.to_dict()
+    for entry, digit in zip(out["digits"], reading.digits, strict=True):
+        entry["probabilities"] = [round(float(p), 6) for p in entry["probabilities"]]
+        if details:
+            entry["input"] = digit.image.reshape(-1).tolist()
+    width, height = image.size
+    return {**out, "model": name, "width": width, "height": height}
 
 
 def first_feature_maps(model: nn.Module, images: torch.Tensor, layers: int = 2) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-"""The URLs: the drawing page, liveness, the list of networks, and prediction.
+"""The URLs: the page, liveness, the list of networks, one digit (/api/predict) and a photographed number
+(/api/read).
 
 Each route finds what it needs on `request.app.state` (set up by `create_app`): `store` (ModelStore),
 `pool` (InferencePool), `settings` (Settings) and `index_html`."""
@@ -12,8 +13,18 @@ from fastapi.responses import HTMLResponse
 
 from .._version import __version__
 from .http_errors import ApiError
-from .reading import decode_upload, read_digit
-from .schema import ERROR_RESPONSES, PREDICT_BODY, ModelsResponse, PixelsRequest, Prediction, upload_fields
+from .reading import decode_upload, read_digit, read_photo
+from .schema import (
+    ERROR_RESPONSES,
+    PREDICT_BODY,
+    READ_BODY,
+    ModelsResponse,
+    NumberRead,
+    PixelsRequest,
+    Prediction,
+    upload_fields,
+    upload_only,
+)
 
 router = APIRouter()
 
@@ -57,8 +68,8 @@ async def _predict_pixels(request: Request, pixels: PixelsRequest, details: bool
     return await state.pool.run(lambda: read_digit(state.store.get(name), images, name, details))
 
 
-async def _predict_upload(request: Request, details: bool) -> dict[str, Any]:
-    state = request.app.state
+async def _uploaded(request: Request) -> tuple[bytes, str]:
+    """The bytes of a multipart form's 'image' file and the network to read it with (checked)."""
     form = await request.form(max_files=1, max_fields=4)
     try:
         upload, name = upload_fields(form)
@@ -67,7 +78,27 @@ async def _predict_upload(request: Request, details: bool) -> dict[str, Any]:
         await form.close()  # its spooled files
     if not data:
         raise ApiError(400, "the uploaded 'image' file is empty")
-    name = state.store.check(name)
+    return data, request.app.state.store.check(name)
+
+
+async def _predict_upload(request: Request, details: bool) -> dict[str, Any]:
+    state = request.app.state
+    data, name = await _uploaded(request)
     max_pixels = state.settings.max_image_pixels
     return await state.pool.run(lambda: read_digit(state.store.get(name), decode_upload(data, max_pixels), name,
                                                    details))
+
+
+@router.post("/api/read", response_model=NumberRead, response_model_exclude_none=True,
+             responses=ERROR_RESPONSES, summary="read a written number from a photo",
+             description="Finds the digits written on the photo (a notebook page, uneven light, ruled lines), "
+                         "left to right, and reads each one: the same as `lenet predict --number --json`, plus "
+                         "the network and the image's size, which the boxes are in. No digit found: 422.",
+             openapi_extra={"requestBody": READ_BODY})
+async def api_read(request: Request, details: bool = Query(
+        False, description="also return, for each digit, the 28x28 input the network saw")) -> Any:
+    upload_only(await request.body(), request.headers.get("content-type", ""))
+    state = request.app.state
+    data, name = await _uploaded(request)
+    max_pixels = state.settings.max_image_pixels
+    return await state.pool.run(lambda: read_photo(state.store.get(name), data, max_pixels, name, details))

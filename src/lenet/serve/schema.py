@@ -86,6 +86,16 @@ class PixelsRequest(BaseModel):
         return torch.tensor(self.pixels, dtype=torch.uint8).reshape(1, SIDE, SIDE)
 
 
+def upload_only(body: bytes, content_type: str) -> None:
+    """POST /api/read takes a multipart upload only: ApiError 400 for an empty body, 415 for anything else."""
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if not body:
+        raise ApiError(400, "empty request body: send multipart/form-data with an 'image' file (a photo)")
+    if mime != "multipart/form-data":
+        raise ApiError(415, f"unsupported content type {mime or '(none)'!r}: use multipart/form-data with an "
+                            "'image' file")
+
+
 def upload_fields(form: FormData) -> tuple[UploadFile, str | None]:
     """The 'image' file and the optional 'model' name of a multipart form; ApiError 422 when they are wrong."""
     upload = form.get("image")
@@ -116,6 +126,24 @@ class Prediction(BaseModel):
     feature_maps: list[FeatureMap] | None = Field(None, description="with ?details=true: the first layers' maps")
 
 
+class DigitRead(BaseModel):
+    prediction: int = Field(..., description="the most likely digit")
+    probabilities: list[float] = Field(..., description="10 probabilities, for the digits 0-9")
+    box: list[int] = Field(..., min_length=4, max_length=4,
+                           description="[x, y, width, height] in pixels of the image as decoded (EXIF rotation "
+                                       "applied), x and y from the top left")
+    input: list[int] | None = Field(None, description="with ?details=true: the 784 pixels (28x28, row by row, "
+                                                      "ink bright) the network saw for this digit")
+
+
+class NumberRead(BaseModel):
+    number: str = Field(..., description="the digits read, left to right, e.g. \"2026\"")
+    digits: list[DigitRead] = Field(..., description="one entry per digit found, left to right")
+    model: str
+    width: int = Field(..., description="the image's width in pixels, as decoded (EXIF rotation applied)")
+    height: int = Field(..., description="the image's height in pixels, as decoded (EXIF rotation applied)")
+
+
 class ModelEntry(BaseModel):
     name: str
     description: str
@@ -136,15 +164,19 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 415, 422, 503)}
 
-# The route reads its body itself (an image upload or JSON pixels), so the schema states both by hand.
-PREDICT_BODY = {
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {
-            "type": "object", "required": ["image"],
-            "properties": {"image": {"type": "string", "format": "binary",
-                                     "description": "PNG, JPEG, ... of one digit; preprocessed like `lenet predict`"},
-                           "model": {"type": "string"}}}},
-        "application/json": {"schema": PixelsRequest.model_json_schema()},
-    },
-}
+
+def _upload_body(what: str) -> dict[str, Any]:
+    """The multipart form of an image upload, as /openapi.json shows it; `what` describes the image."""
+    return {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["image"],
+        "properties": {"image": {"type": "string", "format": "binary", "description": what},
+                       "model": {"type": "string"}}}}}
+
+
+# The routes read their bodies themselves (an image upload or JSON pixels), so the schema states them by hand.
+PREDICT_BODY = {"required": True, "content": {
+    **_upload_body("PNG, JPEG, ... of one digit; preprocessed like `lenet predict`"),
+    "application/json": {"schema": PixelsRequest.model_json_schema()}}}
+READ_BODY = {"required": True, "content": _upload_body(
+    "PNG, JPEG, ... of a written number (a phone photo of a notebook page will do); read like "
+    "`lenet predict --number`")}
