@@ -232,16 +232,30 @@ BAD_REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("case", list(BAD_REQUESTS))
-def test_bad_request_gets_4xx_json_naming_the_problem(client, server, case):
-    kwargs, status, words = BAD_REQUESTS[case]
-    r = client.post("/api/predict", **kwargs)
+def save_screenshot(page, tmp_path_factory, name: str) -> Path:
+    """The whole page as NAME in LENET_SCREENSHOT_DIR (default: a temporary folder)."""
+    folder = Path(os.environ.get("LENET_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    shot = folder / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    print(f"screenshot: {shot}")
+    return shot
+
+
+def assert_refused_and_still_serving(client, server, r, status: int, words: str) -> None:
+    """`r` is a `status` JSON error naming `words`, and the server keeps serving."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     assert words.lower() in r.json()["error"].lower(), r.json()
-    # ... and the server keeps serving
     assert client.get("/healthz").status_code == 200
     assert server.proc.poll() is None
+
+
+@pytest.mark.parametrize("case", list(BAD_REQUESTS))
+def test_bad_request_gets_4xx_json_naming_the_problem(client, server, case):
+    kwargs, status, words = BAD_REQUESTS[case]
+    assert_refused_and_still_serving(client, server, client.post("/api/predict", **kwargs), status, words)
 
 
 def test_oversized_chunked_upload_is_refused(client):
@@ -379,12 +393,7 @@ def test_browser_draws_digits_and_reads_them(page, server, tmp_path_factory):
         assert page.locator("#bars li.best .label").text_content() == seen[digit]
     assert seen == {d: str(d) for d in DIGITS}, f"drawn -> displayed: {seen}"
     assert page.locator("#maps canvas").count() == 6 + 16  # conv1 and conv2 maps of seed
-    folder = Path(os.environ.get("LENET_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "lenet-serve.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
+    save_screenshot(page, tmp_path_factory, "lenet-serve.png")
     assert page.console_errors == []
 
 

@@ -149,21 +149,27 @@ class _Blocking(nn.Module):
         return torch.zeros(len(x), 10)
 
 
-def test_full_queue_answers_503_at_once():
-    model = _Blocking()
-    app = create_app(models={"seed": model}, workers=1, max_pending=1)
+def busy_then_first(app, model: _Blocking, url: str, **request):
+    """Send `request` to `url` twice: the second while `model` holds the first in the (full) pool.
+    Returns (second answer, first answer)."""
 
     async def scenario():
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-            first = asyncio.create_task(client.post("/api/predict", json=PIXELS))
+            first = asyncio.create_task(client.post(url, **request))
             while not model.entered.is_set():
                 await asyncio.sleep(0.01)
-            busy = await client.post("/api/predict", json=PIXELS)  # must not wait for the first
+            busy = await client.post(url, **request)  # must not wait for the first
             model.release.set()
             return busy, await first
 
-    busy, first = asyncio.run(scenario())
+    return asyncio.run(scenario())
+
+
+def test_full_queue_answers_503_at_once():
+    model = _Blocking()
+    app = create_app(models={"seed": model}, workers=1, max_pending=1)
+    busy, first = busy_then_first(app, model, "/api/predict", json=PIXELS)
     assert busy.status_code == 503 and "busy" in busy.json()["error"]
     assert first.status_code == 200
 

@@ -9,11 +9,8 @@ Set LENET_SCREENSHOT_DIR to keep the page's screenshot (serve-photo.png; default
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,9 +23,11 @@ from test_serve import (
     MAX_BODY_MB,
     _file,
     _png,
+    assert_refused_and_still_serving,
     corrupt_png,
     draw,
     huge_png,
+    save_screenshot,
 )
 
 # test_serve.py's fixtures: the real `lenet serve` process on 127.0.0.1 (1 MiB body limit) and its client
@@ -165,11 +164,7 @@ BAD_UPLOADS = {
 @pytest.mark.parametrize("case", list(BAD_UPLOADS))
 def test_bad_upload_gets_4xx_json_never_500(client, server, case):
     kwargs, status, words = BAD_UPLOADS[case]
-    r = client.post("/api/read", **kwargs)
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    assert words.lower() in r.json()["error"].lower(), r.json()
-    assert client.get("/healthz").status_code == 200 and server.proc.poll() is None
+    assert_refused_and_still_serving(client, server, client.post("/api/read", **kwargs), status, words)
 
 
 def test_read_is_documented_in_openapi(client):
@@ -185,25 +180,13 @@ def test_read_is_documented_in_openapi(client):
 
 def test_read_runs_on_the_bounded_pool(long_photo):
     """A photo is read on the worker pool: with it full, the next photo is answered 503 at once."""
-    from test_serve_app import _Blocking
+    from test_serve_app import _Blocking, busy_then_first
 
     from lenet.serve import create_app
 
     model = _Blocking()
     app = create_app(models={"seed": model}, workers=1, max_pending=1)
-    upload = _upload(long_photo)["files"]
-
-    async def scenario():
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            first = asyncio.create_task(c.post("/api/read", files=upload))
-            while not model.entered.is_set():
-                await asyncio.sleep(0.01)
-            busy = await c.post("/api/read", files=upload)
-            model.release.set()
-            return busy, await first
-
-    busy, first = asyncio.run(scenario())
+    busy, first = busy_then_first(app, model, "/api/read", files=_upload(long_photo)["files"])
     assert busy.status_code == 503 and "busy" in busy.json()["error"]
     assert first.status_code == 200 and len(first.json()["digits"]) == len(LONG_NUMBER)
 
@@ -259,12 +242,7 @@ def test_browser_reads_a_notebook_photo(page, server, photo, tmp_path_factory):
     assert page.locator("#digit-bars li").count() == 10
     assert page.locator("#digit-bars li.best .label").text_content() == shown[1]
     assert page.locator("#boxes .box.picked").count() == 1
-    folder = Path(os.environ.get("LENET_SCREENSHOT_DIR") or tmp_path_factory.mktemp("screenshots"))
-    folder.mkdir(parents=True, exist_ok=True)
-    shot = folder / "serve-photo.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
-    print(f"screenshot: {shot}")
+    save_screenshot(page, tmp_path_factory, "serve-photo.png")
     assert page.console_errors == []
 
 

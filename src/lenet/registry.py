@@ -41,6 +41,7 @@ class Registry(Generic[E]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, E] = {}
+        self._resolved: dict[str, Any] = {}  # name -> implementation, once imported (the trainer asks per step)
 
     def add(self, entry: E) -> E:
         if entry.name in self._entries:
@@ -68,7 +69,9 @@ class Registry(Generic[E]):
 
     def get(self, name: str) -> Any:
         """The implementation of `name`, imported on first use."""
-        return resolve(self.entry(name).target)
+        if name not in self._resolved:
+            self._resolved[name] = resolve(self.entry(name).target)
+        return self._resolved[name]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
