@@ -14,13 +14,13 @@ PACKAGE = "lenet"
 
 # Bottom to top. A module may import from its own layer or any layer below it, never above.
 LAYERS = [
-    ["lenet.errors", "lenet._io", "lenet._version"],
+    ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy"],
     ["lenet.registry"],
     ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim"],
     ["lenet.inference"],
     ["lenet.checkpoint", "lenet.weights", "lenet.trainer", "lenet.predict", "lenet.viz", "lenet.export",
-     "lenet.bench"],
-    ["lenet.api", "lenet"],
+     "lenet.bench", "lenet.committee"],
+    ["lenet.api", "lenet", "lenet.sweep"],
     ["lenet.cli", "lenet.serve", "lenet.__main__"],
 ]
 

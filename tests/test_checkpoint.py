@@ -79,3 +79,45 @@ def test_newer_format_is_refused_with_advice(tmp_path):
     save_file(state, str(tmp_path / "model.safetensors"), metadata=header)
     with pytest.raises(CheckpointError, match="newer lenet"):
         lenet.load(tmp_path)
+
+
+def test_safetensors_bytes_are_a_function_of_tensors_and_metadata(tmp_path):
+    """Sorted header keys (safetensors writes metadata in hash order), data still 8-byte aligned, readable."""
+    from safetensors import safe_open
+
+    from lenet.checkpoint import safetensors_bytes
+
+    tensors = {"b": torch.arange(3.0), "a": torch.ones(2, 2, dtype=torch.int64), "c": torch.zeros(())}
+    metadata = {f"k{i}": "ü" * i for i in range(20)}
+    data = safetensors_bytes(tensors, metadata)
+    assert data == safetensors_bytes(dict(reversed(tensors.items())), dict(reversed(metadata.items())))
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    assert list(header) == sorted(header) and list(header["__metadata__"]) == sorted(metadata)
+    assert size % 8 == 0
+    (tmp_path / "x.safetensors").write_bytes(data)
+    with safe_open(str(tmp_path / "x.safetensors"), framework="pt") as f:
+        assert f.metadata() == metadata
+        assert all(torch.equal(f.get_tensor(k), v) for k, v in tensors.items())
+
+
+def test_a_run_folder_resolves_its_generation_once(tmp_path):
+    """DIR/checkpoint -> ckpt-N is read once; a generation holding only a mid-epoch resume state has no weights."""
+    import os
+
+    generation = tmp_path / "ckpt-000002"
+    generation.mkdir()
+    save_checkpoint(generation, get_model("seed"), {"epoch": 4})
+    os.symlink("ckpt-000002", tmp_path / "checkpoint")
+    os.symlink("checkpoint/model.safetensors", tmp_path / "model.safetensors")
+    assert read_record(tmp_path).weights_path == generation / "model.safetensors"
+    assert read_record(tmp_path / "model.safetensors").weights_path == (generation / "model.safetensors").resolve()
+    assert read_record(tmp_path).epoch == 4
+    (tmp_path / "ckpt-000003").mkdir()
+    (tmp_path / "checkpoint").unlink()
+    os.symlink("ckpt-000003", tmp_path / "checkpoint")
+    with pytest.raises(CheckpointError, match="holds no trained weights yet.*--resume"):
+        lenet.load(tmp_path)
+    (tmp_path / "ckpt-000003").rmdir()
+    with pytest.raises(CheckpointError, match="points to ckpt-000003, which is missing"):
+        lenet.load(tmp_path)

@@ -86,7 +86,7 @@ def test_serve_refuses_a_tampered_checkpoint_before_binding(tmp_path, monkeypatc
     from lenet.cli import main
 
     weights = _tampered_checkpoint(tmp_path, seed)
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: pytest.fail("the server started on a tampered file"))
+    monkeypatch.setattr(uvicorn.Server, "run", lambda *a, **k: pytest.fail("the server started on a tampered file"))
     assert main(["serve", "--checkpoint", str(tmp_path), "--port", "0"]) == 2
     out, err = capsys.readouterr()
     assert out == ""

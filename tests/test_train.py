@@ -214,3 +214,30 @@ def test_optimizers_and_schedules_train(optimizer, schedule):
     result = lenet.train(epochs=1, batch_size=64, optimizer=optimizer, schedule=schedule, lr=lr, nesterov=True,
                          val_size=40_000, log_every=0)
     assert result.history[0]["train_loss"] < 1.0  # from 2.30 (ln 10) at the start
+
+
+def test_a_run_stopped_mid_epoch_resumes_bit_identical(tmp_path, monkeypatch):
+    """A mid-epoch checkpoint (--checkpoint-every) holds the step, the running sums, the global RNG and the
+    augmentation generator's state: resumed from it, the run ends exactly as an uninterrupted one."""
+    import lenet.trainer.loop as loop
+
+    options = {"train_size": 2000, "epochs": 2, "threads": 1, "deterministic": True, "log_every": 0,
+               "optimizer": "sgd", "lr": 0.05, "augment": "affine", "seed": 3}
+    whole = lenet.train(out=tmp_path / "whole", checkpoint_every=0, **options)
+    save = loop.save_mid_epoch
+
+    def stop_at_step_10_of_epoch_2(engine, run, history, position):
+        save(engine, run, history, position)
+        if (position.epoch, position.step) == (1, 10):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_mid_epoch", stop_at_step_10_of_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        lenet.train(out=tmp_path / "cut", checkpoint_every=1e-9, **options)  # a checkpoint after every step
+    monkeypatch.setattr(loop, "save_mid_epoch", save)
+    assert lenet.weights.read_record(tmp_path / "cut").epoch == 1  # the weights of the last whole epoch
+    resumed = lenet.train(resume=tmp_path / "cut")
+    assert all(torch.equal(a, b) for a, b in zip(whole.model.state_dict().values(),
+                                                 resumed.model.state_dict().values(), strict=True))
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in whole.history]
+    assert resumed.history[1]["train_accuracy"] == whole.history[1]["train_accuracy"]

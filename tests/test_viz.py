@@ -30,7 +30,7 @@ def _valid_png(path, min_side: int = 300) -> tuple[int, int]:
 
 def test_viz_writes_every_figure_for_the_pretrained_network(tmp_path, capsys):
     assert main(["viz", "--out", str(tmp_path)]) == 0
-    names = {"curves.png", "confusion.png", "misclassified.png", "kernels.png", "features.png"}
+    names = {"curves.png", "confusion.png", "misclassified.png", "kernels.png", "features.png", "elastic.png"}
     assert {p.name for p in tmp_path.iterdir()} == names
     assert set(capsys.readouterr().out.split()) == {str(tmp_path / n) for n in names}
     for name in names:

@@ -6,20 +6,20 @@ around them. The public API mirrors the CLI:
     >>> model = lenet.load("runs/seed")            # a run folder; lenet.load("seed"): the shipped weights
     >>> lenet.evaluate(model).accuracy             # `lenet eval runs/seed`
     >>> lenet.read_number("photo.jpg").number       # `lenet predict photo.jpg --number`
+    >>> lenet.build_committee("runs/committee", ["runs/s0", "runs/s1", "runs/s2"])  # `lenet committee build`
 
 Names are imported on first use (PEP 562), so `import lenet` and `lenet --help` load no torch.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ._lazy import lazy_names
 from ._version import __version__
 
 # public name -> the module that defines it
 _EXPORTS = {
     "train": "lenet.api", "load": "lenet.api", "evaluate": "lenet.api", "read_number": "lenet.api",
+    "build_committee": "lenet.api",
     "TrainConfig": "lenet.trainer", "TrainResult": "lenet.trainer", "make_config": "lenet.trainer",
     "EvalResult": "lenet.inference",
     "WeightsRecord": "lenet.weights", "read_record": "lenet.weights",
@@ -30,16 +30,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'lenet' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
-
+__getattr__, __dir__ = lazy_names(globals(), _EXPORTS)
 
 __all__ = [*_EXPORTS, "__version__"]

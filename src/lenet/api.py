@@ -9,32 +9,51 @@ from typing import Any
 
 from torch import nn
 
+from .committee import build, shared_dataset
 from .data import load_dataset
 from .inference import EvalResult, pick_device
 from .inference import evaluate as _evaluate
 from .predict import NumberReading, open_image
 from .predict import read_number as _read_number
 from .trainer import TrainResult, run_training
-from .weights import load_network
+from .weights import load_network, read_record
 
 
 def train(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
-          progress_bar: bool | None = False, command: str | None = None, **options: Any) -> TrainResult:
+          progress_bar: bool | None = False, command: str | None = None, overwrite: bool = False,
+          **options: Any) -> TrainResult:
     """Train a network; keyword options are `TrainConfig` fields (model, epochs, lr, out, ...).
 
-    With `resume=DIR`, continue the run saved in DIR (only `epochs` may change). Process-wide torch state
-    that training changes (threads, seed, deterministic mode) is restored afterwards. `command` is what the
-    run folder's record names as the command that made it (default: this call, written out)."""
-    return run_training(recipe=recipe, resume=resume, progress_bar=progress_bar, command=command, **options)
+    With `resume=DIR`, continue the run saved in DIR (only `epochs` and how it runs may change: threads,
+    device, ...). A run folder `out` that already holds a run is refused (CheckpointError) unless
+    `overwrite=True` replaces it. Process-wide torch state that training changes (threads, seed,
+    deterministic mode) is restored afterwards. `command` is what the run folder's record names as the
+    command that made it (default: this call, written out)."""
+    return run_training(recipe=recipe, resume=resume, progress_bar=progress_bar, command=command,
+                        overwrite=overwrite, **options)
 
 
 def load(source: str | os.PathLike, device: str = "cpu", model: str | None = None) -> nn.Module:
     """A trained network, ready for inference, its weights' SHA-256 checked.
 
     `source` is a registered network's name for the weights shipped with lenet (`lenet.load("classic")`),
-    or a path: a run folder written by `lenet train --out`, or its `model.safetensors`. A name never means
-    a path: write `./seed` for a folder called seed. With `model`, refuse a network of any other kind."""
+    or a path: a run folder written by `lenet train --out`, its `model.safetensors`, or a committee folder
+    (`lenet committee build`: every member's hash checked). A name never means a path: write `./seed` for a
+    folder called seed. With `model`, refuse a network of any other kind."""
     return load_network(source, device=device, expected_model=model)
+
+
+def build_committee(out: str | os.PathLike, members: list[str | os.PathLike], *, data_root: str | None = None,
+                    description: str = "", overwrite: bool = False, command: str | None = None) -> nn.Module:
+    """Make the committee folder `out` from trained networks (names, run folders or weights files): one
+    network whose probabilities are the mean of its members'. Each member's copy is hash-checked, and the
+    committee and every member are measured on the test set of their shared dataset (`lenet committee build`)."""
+    records = [read_record(m) for m in members]
+    sources = [str(m) for m in members]
+    test = load_dataset(shared_dataset(records, sources), data_root).test
+    command = command or f"lenet.build_committee({str(out)!r}, {sources!r})"
+    return build(out, records, test, sources=sources, command=command, description=description,
+                 overwrite=overwrite).committee
 
 
 def evaluate(model: nn.Module | str | os.PathLike, dataset: str = "mnist", data_root: str | None = None,

@@ -6,11 +6,16 @@ Trained weights are a pair of files with the same stem, in the same folder:
     STEM.json           the record (`WeightsRecord`, schema "lenet-weights"): what the weights are, the
                         SHA-256 of the weights file, how they were made and how well they do.
 A run folder (`lenet train --out DIR`) holds `model.safetensors` + `model.json`, and `resume.safetensors`:
-everything needed to continue training (weights, optimizer tensors, RNG state) in ONE file, written
-atomically, so a crash can never pair the weights of one epoch with the optimizer state of another. The
-weights shipped with lenet are `models/weights/NAME.safetensors` + `NAME.json`, in the same schema.
+everything needed to continue training (weights, optimizer tensors, RNG state) in ONE file. The trainer
+commits them together as one generation `DIR/ckpt-NNNNNN/`, made current by swapping the symlink
+`DIR/checkpoint` (lenet.trainer.runfolder), and `DIR/model.safetensors` etc. are stable links through it;
+`weights_file` and `resume_file` resolve `DIR/checkpoint` ONCE, so weights, record and resume state always
+come from one generation. A folder without `checkpoint` (older lenet, or `save_checkpoint`) holds the files
+themselves. The weights shipped with lenet are `models/weights/NAME.safetensors` + `NAME.json`, in the same
+schema.
 
-Every file is written to a temporary name and renamed into place. `load_weights` hashes the bytes it
+Files are never written in place. Safetensors headers are written with sorted keys, so the same tensors
+and metadata always give the same bytes (and SHA-256). `load_weights` hashes the bytes it
 loads and refuses them unless they match the record's SHA-256. Run folders written before this schema
 (`model.json` with "format": "lenet-checkpoint", version 1) are read through `_from_v1`, the one place that
 knows their keys; `lenet.weights.upgrade` rewrites such a record in the current schema.
@@ -30,7 +35,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as load_tensors
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save as encode_tensors
 from torch import nn
 
 from ._io import atomic_write, atomic_write_json, file_digest
@@ -46,6 +51,10 @@ FORMAT_VERSION = 1
 SCHEMA = "lenet-weights"
 SCHEMA_VERSION = 2  # 1 was the run-folder sidecar of "lenet-checkpoint"; see _from_v1
 WEIGHTS_NAME, SIDECAR_NAME, RESUME_NAME = "model.safetensors", "model.json", "resume.safetensors"
+METRICS_NAME = "metrics.jsonl"
+# A run folder's files that live in its generations; DIR/NAME links to checkpoint/NAME.
+RUN_FILES = (WEIGHTS_NAME, SIDECAR_NAME, RESUME_NAME, METRICS_NAME)
+CURRENT_LINK, GENERATION_PREFIX = "checkpoint", "ckpt-"
 
 # The input and output contract every network honours (lenet.inference); recorded so that a record read
 # on its own says how to feed the weights.
@@ -139,15 +148,47 @@ def sidecar_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
+def current_generation(folder: Path) -> Path | None:
+    """The generation `folder/checkpoint` points to, read once; None when there is no such link (a folder
+    written by an older lenet or by `save_checkpoint`, or a run without a checkpoint yet)."""
+    link = folder / CURRENT_LINK
+    try:
+        target = os.readlink(link)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise CheckpointError(f"{link} is not the link lenet writes (a file or folder was put there): "
+                              "restore the run folder from a copy") from None
+    generation = folder / target
+    if not generation.is_dir():
+        raise CheckpointError(f"{link} points to {target}, which is missing: the run folder was damaged or "
+                              f"copied in part; copy it again with its {target}/")
+    return generation
+
+
+def run_file(folder: Path, name: str) -> Path:
+    """Where `name` (one of RUN_FILES) of the run in `folder` is now: in its current generation, or flat."""
+    return (current_generation(folder) or folder) / name
+
+
 def weights_file(path: Path) -> Path:
-    """The weights file of a run folder, or `path` itself when it is a file."""
+    """The weights file of a run folder (of its current generation), or `path` itself when it is a file."""
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: give a folder written by `lenet train --out` "
                               f"or its {WEIGHTS_NAME}")
     if path.is_dir():
-        if not (path / WEIGHTS_NAME).is_file():
+        generation = current_generation(path)
+        weights = (generation or path) / WEIGHTS_NAME
+        if not weights.is_file() and generation is not None:
+            raise CheckpointError(f"{path} holds no trained weights yet: its run was stopped before its first "
+                                  f"epoch ended (its checkpoint holds the resume state only): continue it with "
+                                  f"`lenet train --resume {path}`")
+        if not weights.is_file():
             raise CheckpointError(f"{path} holds no {WEIGHTS_NAME}: not a lenet checkpoint folder")
-        return path / WEIGHTS_NAME
+        return weights
+    if path.name in RUN_FILES and (path.is_symlink() or path.parent.is_symlink()):
+        # DIR/model.safetensors -> checkpoint/...: pin the generation, so the record read next is its own
+        return Path(os.path.realpath(path))
     return path
 
 
@@ -162,8 +203,22 @@ def _header(model_name: str, model_kwargs: dict, extra: dict | None = None) -> d
     header = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "model": model_name,
               "model_kwargs": json.dumps(model_kwargs)}
     for key, value in (extra or {}).items():
-        header[key] = json.dumps(value)
+        header[key] = json.dumps(value, sort_keys=True)
     return header
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A safetensors file whose bytes depend only on `tensors` and `metadata`: the header is rewritten with
+    sorted keys (safetensors writes the metadata in hash order, which differs from run to run)."""
+    data = encode_tensors(tensors, metadata=metadata)
+    size = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the tensor data stays 8-byte aligned, as safetensors pads it
+    return len(header).to_bytes(8, "little") + header + data[8 + size:]
+
+
+def _write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -180,14 +235,18 @@ def _model_name(model: nn.Module) -> str:
 
 def new_record(weights: Path, model: nn.Module, **fields: Any) -> WeightsRecord:
     """The record of `weights` (already written) holding `model`; `fields` are other WeightsRecord fields."""
+    return _record(weights, file_digest(weights, "sha256"), weights.stat().st_size, model, fields)
+
+
+def _record(weights: Path, sha256: str, size: int, model: nn.Module, fields: dict[str, Any]) -> WeightsRecord:
     fields = json.loads(json.dumps(fields))  # the JSON form (tuples as lists): equal to the record read back
     config = fields.get("config") or {}
     fields = {"recipe": config.get("recipe"), "dataset": config.get("dataset"), **fields}
     return WeightsRecord(
         model=_model_name(model), model_kwargs=dict(getattr(model, "model_kwargs", {})), weights_path=weights,
-        sha256=file_digest(weights, "sha256"), size_bytes=weights.stat().st_size,
-        num_params=sum(p.numel() for p in model.parameters()), versions=_versions(),
-        created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), **fields)
+        sha256=sha256, size_bytes=size, num_params=sum(p.numel() for p in model.parameters()),
+        versions=_versions(), created=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **fields)
 
 
 def write_record(record: WeightsRecord) -> Path:
@@ -200,20 +259,29 @@ _INFO_FIELDS = {"config", "epoch", "dataset", "metrics", "history", "command", "
 
 
 def save_checkpoint(folder: str | os.PathLike, model: nn.Module, info: dict[str, Any] | None = None) -> Path:
-    """Write `model.safetensors` and its record `model.json` into `folder`; return the weights path.
+    """Write `model.safetensors` and its record `model.json` into `folder` (each file atomically; the
+    trainer commits both in one step instead, through `checkpoint_files`); return the weights path.
 
     `info` holds further WeightsRecord fields: config, epoch, dataset, metrics, history, command, recipe,
     description (recipe and dataset default to the config's)."""
+    weights = Path(folder) / WEIGHTS_NAME
+    files = checkpoint_files(model, info)
+    _write_bytes(weights, files[WEIGHTS_NAME])
+    _write_bytes(sidecar_path(weights), files[SIDECAR_NAME])
+    return weights
+
+
+def checkpoint_files(model: nn.Module, info: dict[str, Any] | None = None) -> dict[str, bytes]:
+    """The bytes of `model.safetensors` and of its record `model.json` (see `save_checkpoint` for `info`)."""
     info = dict(info or {})
     unknown = set(info) - _INFO_FIELDS
     if unknown:
         raise ValueError(f"save_checkpoint: not a field it takes: {', '.join(sorted(unknown))}")
-    name = _model_name(model)
-    weights = Path(folder) / WEIGHTS_NAME
-    header = _header(name, getattr(model, "model_kwargs", {}))
-    atomic_write(weights, lambda tmp: save_file(_state_dict(model), tmp, metadata=header))
-    write_record(new_record(weights, model, **info))
-    return weights
+    header = _header(_model_name(model), getattr(model, "model_kwargs", {}))
+    weights = safetensors_bytes(_state_dict(model), header)
+    record = _record(Path(WEIGHTS_NAME), hashlib.sha256(weights).hexdigest(), len(weights), model, info)
+    text = json.dumps(record.to_dict(), indent=2, sort_keys=True) + "\n"  # as write_record writes it
+    return {WEIGHTS_NAME: weights, SIDECAR_NAME: text.encode()}
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -228,7 +296,10 @@ def read_header(path: Path) -> dict[str, str]:
                               f"checkpoint): {e}") from None
     if header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not a lenet checkpoint (no lenet metadata)")
-    if int(header.get("format_version", "0")) > FORMAT_VERSION:
+    if not str(header.get("format_version", "")).isdigit():
+        raise CheckpointError(f"{path} is a lenet checkpoint with a damaged header (format_version "
+                              f"{header.get('format_version')!r})")
+    if int(header["format_version"]) > FORMAT_VERSION:
         raise CheckpointError(f"{path} was written by a newer lenet (format {header['format_version']}); "
                               "upgrade lenet to read it")
     return header
@@ -251,6 +322,8 @@ def read_record(weights: Path) -> WeightsRecord:
         data = json.loads(sidecar.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{sidecar} is not valid JSON ({e}); restore it from where the weights came") from None
+    except OSError as e:
+        raise CheckpointError(f"{sidecar} cannot be read ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{sidecar} is not a lenet weights record (not a JSON object)")
     record = _record_from(data, weights, sidecar)
@@ -338,46 +411,65 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], where: Path) -
 # --- resume state --------------------------------------------------------------------------------------------
 
 def save_training_state(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
-                        progress: dict[str, Any]) -> Path:
-    """Write `resume.safetensors`: weights, optimizer state, RNG state and `progress` (JSON-able)."""
-    tensors = {f"model.{k}": v for k, v in _state_dict(model).items()}
+                        progress: dict[str, Any], tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write `resume.safetensors` into `folder` (atomically): see `training_state_bytes`."""
+    return _write_bytes(Path(folder) / RESUME_NAME, training_state_bytes(model, optimizer, progress, tensors))
+
+
+def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+                         tensors: dict[str, torch.Tensor] | None = None) -> bytes:
+    """`resume.safetensors`: weights, optimizer state, the global RNG state, `progress` (JSON-able) and the
+    caller's `tensors` (e.g. a mid-epoch position), under "extra.NAME"."""
+    out = {f"model.{k}": v for k, v in _state_dict(model).items()}
     opt_state = optimizer.state_dict()
     scalars: dict[str, Any] = {}
     for index, entry in opt_state["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"optimizer.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
+                out[f"optimizer.{index}.{key}"] = value.detach().to("cpu").contiguous().clone()
             else:
                 scalars[f"{index}.{key}"] = value
-    tensors["rng.torch"] = torch.get_rng_state()
+    out["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+        out["rng.cuda"] = torch.cuda.get_rng_state()
+    out.update({f"extra.{k}": v.detach().to("cpu").contiguous().clone() for k, v in (tensors or {}).items()})
     extra = {"progress": progress, "optimizer_groups": opt_state["param_groups"], "optimizer_scalars": scalars}
-    header = _header(model.model_name, getattr(model, "model_kwargs", {}), extra)
-    return atomic_write(Path(folder) / RESUME_NAME, lambda tmp: save_file(tensors, tmp, metadata=header))
+    return safetensors_bytes(out, _header(model.model_name, getattr(model, "model_kwargs", {}), extra))
 
 
 def load_training_state(folder: str | os.PathLike, model: nn.Module,
                         optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore what `save_training_state` wrote into `model` and `optimizer`; return `progress`."""
-    path = Path(folder) / RESUME_NAME
+    return restore_training_state(folder, model, optimizer)[0]
+
+
+def restore_training_state(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer
+                           ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore the resume state of the run in `folder` (its current generation) into `model`, `optimizer`
+    and the global RNG; return (progress, the caller's extra tensors). A damaged file is a CheckpointError."""
+    path = run_file(Path(folder), RESUME_NAME)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist: nothing to resume (was the run started with --out?)")
     header = read_header(path)
-    if header["model"] != model.model_name:
-        raise CheckpointError(f"{path} holds a {header['model']!r} run, not {model.model_name!r}")
+    if header.get("model") != model.model_name:
+        raise CheckpointError(f"{path} holds a {header.get('model')!r} run, not {model.model_name!r}")
     try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as e:
+        tensors = load_tensors(path.read_bytes())
+    except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
-    _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    _restore_optimizer(optimizer, tensors, header)
-    torch.set_rng_state(tensors["rng.torch"])
+    try:
+        progress = json.loads(header["progress"])
+        if not isinstance(progress, dict) or not isinstance(progress.get("epoch"), int):
+            raise ValueError("its progress is not a lenet progress record")
+        _load_state(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+        _restore_optimizer(optimizer, tensors, header)
+        torch.set_rng_state(tensors["rng.torch"])
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e}): restore the run folder from a "
+                              "copy, or start the run again with --overwrite") from None
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return json.loads(header["progress"])
-
-
+    return progress, {k[6:]: v for k, v in tensors.items() if k.startswith("extra.")}
 def _restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
                        header: dict[str, str]) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]

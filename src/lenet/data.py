@@ -11,8 +11,8 @@ torchvision's per-sample PIL + ToTensor path costs more than the network itself.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._paths import read_regular_file
 from .errors import ConfigError, DataError
 from .registry import DATASETS
 
@@ -120,13 +121,14 @@ def read_mnist_raw(raw: Path, verify: bool = True) -> tuple[Split, Split]:
     arrays = {}
     for key, spec in MNIST_FILES.items():
         plain, packed = raw / spec.stem, raw / f"{spec.stem}.gz"
-        path = plain if plain.is_file() else packed
-        if not path.is_file():
+        path = plain if os.path.lexists(plain) else packed
+        if not os.path.lexists(path):
             raise DataError(f"missing MNIST file {packed} (or {plain.name}); copy the original file there")
-        arrays[key] = read_idx(path, spec.magic, spec.count)
+        data = _read_capped(path, spec)
+        arrays[key] = parse_idx(data, path, spec.magic, spec.count)
         if verify:
             expected = spec.md5_gz if path.suffix == ".gz" else spec.md5_raw
-            actual = hashlib.md5(path.read_bytes()).hexdigest()
+            actual = hashlib.md5(data).hexdigest()
             if actual != expected:
                 raise DataError(
                     f"MD5 mismatch for {path}: expected {expected}, got {actual}; the file is not the original "
@@ -137,12 +139,38 @@ def read_mnist_raw(raw: Path, verify: bool = True) -> tuple[Split, Split]:
     return train, test
 
 
+def _idx_size(magic: int, count: int) -> int:
+    return 16 + count * 28 * 28 if magic == _IMAGES_MAGIC else 8 + count
+
+
+def _read_capped(path: Path, spec: _IdxFile) -> bytes:
+    """The bytes of an MNIST file, refused unread if it is not a regular file (a FIFO would hang the reader,
+    /dev/zero would never end) or is larger than the file can be (gzip adds little even to random data)."""
+    size = _idx_size(spec.magic, spec.count)
+    return read_regular_file(path, size + size // 100 + (1 << 16), "MNIST file", DataError,
+                             f": an MNIST file is {size:,} bytes uncompressed; replace it with the original")
+
+
 def read_idx(path: Path, magic: int, count: int) -> np.ndarray:
     """Parse one IDX file (optionally gzipped), checking its magic number, count and size."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{path} is truncated or not a valid gzip file ({e}); replace it with a fresh copy") from None
+    spec = _IdxFile(path.stem, magic, count, "", "")
+    return parse_idx(_read_capped(path, spec), path, magic, count)
+
+
+def parse_idx(data: bytes, path: Path, magic: int, count: int) -> np.ndarray:
+    """Parse the bytes of one IDX file read from `path` (gzipped if its name ends in .gz); the decompressed
+    data may not exceed the size the header promises, so a gzip bomb is refused after that many bytes."""
+    expected_len = _idx_size(magic, count)
+    if path.suffix == ".gz":
+        try:
+            inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the gzip container
+            data = inflater.decompress(data, expected_len + 1)
+        except zlib.error as e:
+            raise DataError(f"{path} is truncated or not a valid gzip file ({e}); replace it with a fresh copy") \
+                from None
+        if len(data) < expected_len + 1 and not inflater.eof:
+            raise DataError(f"{path} is truncated or not a valid gzip file (the compressed data ends early); "
+                            "replace it with a fresh copy")
     header_len = 16 if magic == _IMAGES_MAGIC else 8
     if len(data) < header_len:
         raise DataError(f"{path} is too short to be an IDX file ({len(data)} bytes)")
@@ -155,9 +183,10 @@ def read_idx(path: Path, magic: int, count: int) -> np.ndarray:
     shape = (count, *map(int, header[2:])) if magic == _IMAGES_MAGIC else (count,)
     if magic == _IMAGES_MAGIC and shape[1:] != (28, 28):
         raise DataError(f"{path} holds {shape[1]}x{shape[2]} images, expected 28x28")
-    expected_len = header_len + int(np.prod(shape))
-    if len(data) != expected_len:
+    if len(data) < expected_len:
         raise DataError(f"{path} is truncated or padded: {len(data)} bytes, expected {expected_len}")
+    if len(data) > expected_len:  # read no further than one byte past the end: the rest may be a bomb
+        raise DataError(f"{path} is truncated or padded: more than the {expected_len} bytes expected")
     return np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(shape).copy()
 
 

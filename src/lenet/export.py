@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_write, atomic_write_json
+from ._paths import check_output_file
 from ._version import __version__
 from .checkpoint import INPUT_SPEC, OUTPUT_SPEC
 from .errors import ConfigError, LenetError
@@ -99,9 +101,30 @@ def check_parity(path: str | os.PathLike, format: str, model: nn.Module, images:
     for start in range(0, len(images), batch_size):
         x = to_input(images[start:start + batch_size])
         expected, actual = model(x), runner(x)
-        same += int((expected.argmax(1) == actual.argmax(1)).sum())
-        max_diff = max(max_diff, float((expected - actual).abs().max()))
+        # A non-finite score on either side is no agreement: argmax puts NaN first on both, and Python's max()
+        # drops a NaN that comes second, so both would pass a NaN model. torch's max() propagates NaN.
+        finite = torch.isfinite(expected).all(1) & torch.isfinite(actual).all(1)
+        same += int(((expected.argmax(1) == actual.argmax(1)) & finite).sum())
+        diff = float((expected - actual).abs().max()) if finite.all() else math.nan
+        max_diff = diff if math.isnan(diff) or math.isnan(max_diff) else max(max_diff, diff)
     return {"images": len(images), "same_class": same, "max_abs_diff": max_diff, "tolerance": TOLERANCE}
+
+
+def check_target(out: str | os.PathLike, format: str) -> Path:
+    """Refuse (ConfigError), before any work, an export to a folder, a path under a file or a place that
+    cannot be written, for the file and for its spec FILE.json."""
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / ('model.' + _suffix(format))}")
+    check_output_file(out, "--out")
+    check_output_file(spec_path(out), "--out's specification file")
+    return out
+
+
+def nonfinite_parameters(model: nn.Module) -> list[str]:
+    """The names of the parameters and buffers of `model` that hold a NaN or an infinity."""
+    return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check_images: torch.Tensor | None = None,
@@ -113,9 +136,12 @@ def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check
     written."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; available: {', '.join(FORMATS)}")
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a folder; give a file name such as {out / ('model.' + _suffix(format))}")
+    out = check_target(out, format)
+    broken = nonfinite_parameters(model)
+    if broken:
+        raise LenetError(f"the network's weights hold NaN or infinite values ({', '.join(broken[:4])}"
+                         f"{', ...' if len(broken) > 4 else ''}): it predicts nothing; nothing was exported, "
+                         "retrain it")
     model = model.to("cpu").eval()
     parity: dict[str, Any] = {}
 

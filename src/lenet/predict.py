@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from . import inference
+from ._paths import read_regular_file
 from .errors import ImageError
 from .inference import SIDE
 
@@ -53,6 +54,12 @@ from .inference import SIDE
 # compressed file cannot expand into gigabytes (a decompression bomb).
 DEFAULT_MAX_PIXELS = 40_000_000
 FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest image file read: 4 bytes a pixel (raw RGBA) at the pixel limit, plus 1 MiB of headroom for
+    headers and metadata (161 MB at the default 40 MP); a larger file is refused before it is read."""
+    return 4 * max_pixels + (1 << 20)
 # Extensions picked up when a folder is given; files named explicitly are read whatever their extension.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 
@@ -111,20 +118,19 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
             raise ImageError(f"{where}: no such file")
         if path.is_dir():
             raise ImageError(f"{where} is a folder, not an image file")
-        # Raw pixels of the largest allowed image plus headroom: a larger file is not a sane image.
-        if path.stat().st_size > 4 * max_pixels + (1 << 20):
-            raise ImageError(f"{where} is {path.stat().st_size:,} bytes, too large for an image of at most "
-                             f"{max_pixels:,} pixels; downscale it first")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise ImageError(f"{where} cannot be read ({e.strerror or e})") from None
+        # Refused unread: a FIFO would block forever, /dev/zero never ends, a file over the limit is no sane image.
+        data = read_regular_file(path, max_file_bytes(max_pixels), error=ImageError,
+                                 limit_hint=f", too large for an image of at most {max_pixels:,} pixels; "
+                                            "downscale it first")
     if not data:
         raise ImageError(f"{where} is empty (0 bytes), not an image")
 
     with warnings.catch_warnings():
         # Pillow's own bomb check warns above 89 MP; we apply our (lower) limit ourselves below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        # Pillow warns about metadata it skips (corrupt EXIF, ...): the image is read or refused either way, and
+        # a warning would add two lines of noise to a command's one-line report.
+        warnings.simplefilter("ignore", UserWarning)
         try:
             image = Image.open(io.BytesIO(data))
             if image.format not in FORMATS:

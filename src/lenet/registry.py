@@ -103,6 +103,10 @@ AUGMENTATIONS: Registry[Entry] = Registry("augmentation")
 AUGMENTATIONS.add(Entry("none", "lenet.augment:identity", "no augmentation"))
 AUGMENTATIONS.add(Entry("affine", "lenet.augment:affine", "the paper's random planar affine distortions"))
 AUGMENTATIONS.add(Entry("shift", "lenet.augment:shift", "random whole-pixel shifts of up to 2 px"))
+AUGMENTATIONS.add(Entry("elastic", "lenet.augment:elastic",
+                        "Simard 2003 elastic distortions (sigma 4, alpha 34 px)"))
+AUGMENTATIONS.add(Entry("elastic+affine", "lenet.augment:elastic_affine",
+                        "elastic distortions composed with the affine ones, one resampling"))
 
 # Datasets in the MNIST format: the shipped MNIST, and torchvision's classes for the others.
 DATASETS: Registry[Entry] = Registry("dataset")

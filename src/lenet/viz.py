@@ -6,6 +6,7 @@
                       paper's figure 8
     kernels           the first convolution's 5x5 kernels
     feature_maps      the activations of every stage for one image (lenet.models.feature_maps)
+    elastic_examples  real digits under several elastic distortions, and the displacement field of one
 
 Every function writes its PNG atomically and returns the path. matplotlib is an optional dependency: every
 function imports it through `_pyplot()`, so without it the answer is a LenetError naming the install.
@@ -22,9 +23,14 @@ import torch
 from torch import nn
 
 from ._io import atomic_write
+from ._paths import read_regular_file
+from .augment import ELASTIC_ALPHA, ELASTIC_SIGMA, elastic_field, elastic_warp
 from .errors import ConfigError, LenetError
 from .inference import model_device, probabilities, to_input
 from .models import feature_maps as stage_outputs
+
+# metrics.jsonl is one short line per epoch; anything this large is not one
+MAX_HISTORY_BYTES = 64 * 1024 * 1024
 
 
 def _pyplot():
@@ -61,7 +67,7 @@ def read_history(source: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise ConfigError(f"no training metrics at {path}: give a run folder written by `lenet train --out` "
                           "(it holds metrics.jsonl)")
-    text = path.read_text(encoding="utf-8")
+    text = read_regular_file(path, MAX_HISTORY_BYTES, "the training metrics", ConfigError).decode("utf-8", "replace")
     try:
         if path.suffix == ".json":
             history = json.loads(text).get("history", [])
@@ -255,3 +261,39 @@ def feature_maps(model: nn.Module, image: torch.Tensor, out: str | os.PathLike, 
     subfigs[-1].suptitle(f"softmax of the scores: predicts {top} ({float(probs[top]):.1%})", fontsize=9)
     fig.suptitle(title or f"{_name(model)}: activations of every stage", fontsize=11)
     return _save(fig, out)
+
+
+# --- the training data's distortions ----------------------------------------------------------------------
+
+def elastic_examples(images: torch.Tensor, out: str | os.PathLike, draws: int = 5, seed: int = 0) -> Path:
+    """Each uint8 (28, 28) digit in `images`, its first elastic field (`--augment elastic`, lenet.augment) as
+    arrows over it, and `draws` distortions of it, one row per digit; the same draws for every call."""
+    plt = _pyplot()
+    x, generator = to_input(images), torch.Generator().manual_seed(seed)
+    fields = [elastic_field(len(x), 28, 28, generator) for _ in range(draws)]
+    distorted = [elastic_warp(x, field)[:, 0] for field in fields]
+    fig, axes = plt.subplots(len(x), draws + 2, figsize=((draws + 2) * 1.3, len(x) * 1.35 + 0.7),
+                             squeeze=False, layout="constrained")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    for row, image in enumerate(x[:, 0]):
+        axes[row, 0].imshow(image.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        _draw_field(axes[row, 1], image, fields[0][row])
+        for column, batch in enumerate(distorted, start=2):
+            axes[row, column].imshow(batch[row].numpy(), cmap="gray_r", vmin=0, vmax=1)
+    for column, title in enumerate(["original", "field of draw 1", *(f"draw {d + 1}" for d in range(draws))]):
+        axes[0, column].set_title(title, fontsize=8)
+    fig.suptitle(f"elastic distortions (Simard et al. 2003): sigma = {ELASTIC_SIGMA:g} px, alpha = "
+                 f"{ELASTIC_ALPHA:g} px (`--augment elastic`)\narrows: where each pixel of draw 1 reads from, "
+                 "at true scale", fontsize=10)
+    return _save(fig, out)
+
+
+def _draw_field(ax, image: torch.Tensor, field: torch.Tensor, step: int = 3) -> None:
+    """The displacement field (2, 28, 28) as arrows, every `step` pixels, from each pixel to where it reads
+    from, in pixels at true scale, over a faint copy of the digit."""
+    ax.imshow(image.numpy(), cmap="gray_r", vmin=0, vmax=3)
+    ys, xs = torch.meshgrid(torch.arange(1, 28, step), torch.arange(1, 28, step), indexing="ij")
+    dx, dy = field[0][ys, xs], field[1][ys, xs]
+    ax.quiver(xs.numpy(), ys.numpy(), dx.numpy(), dy.numpy(), angles="xy", scale_units="xy", scale=1,
+              color="tab:red", width=0.012)

@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, committee
+from ._paths import check_regular_file
 from .checkpoint import WeightsRecord
 from .errors import CheckpointError, ConfigError
 from .models import get_model, list_models
@@ -53,24 +54,39 @@ def is_name(source: Source) -> bool:
 
 
 def resolve(source: Source) -> Path:
-    """The weights file `source` means (it exists; its record is not read yet)."""
+    """The weights file `source` means (it exists; its record is not read yet); a committee's manifest."""
+    if (folder := _committee_folder(source)) is not None:
+        return folder / committee.MANIFEST_NAME
     if is_name(source):
         path = WEIGHTS_DIR / f"{source}.safetensors"
         if not path.is_file():
             raise CheckpointError(f"no shipped weights for {source!r} in {WEIGHTS_DIR}: regenerate them with "
                                   f"`python scripts/make_weights.py {source}`, or give a run folder as a path")
-        return path
+        return _readable(path)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"a weights source is a network name or a path, not {type(source).__name__}")
     path = Path(source)
     if not path.exists() and isinstance(source, str) and os.sep not in source and "/" not in source:
         raise CheckpointError(f"no checkpoint at {source}, and no network is registered under that name "
                               f"(registered: {', '.join(list_models())})")
-    return checkpoint.weights_file(path)
+    return _readable(checkpoint.weights_file(path))
+
+
+def _readable(weights: Path) -> Path:
+    """`weights` if it and its record (when there is one) are regular files this process can read: a FIFO or
+    a device would hang or flood the reader, a file without read permission would fail deep inside a library.
+    (A missing record is reported by `checkpoint.read_record`, which says how to make one.)"""
+    check_regular_file(weights, "the weights file", CheckpointError)
+    record = checkpoint.sidecar_path(weights)
+    if os.path.lexists(record):
+        check_regular_file(record, "the weights record", CheckpointError)
+    return weights
 
 
 def read_record(source: Source) -> WeightsRecord:
     """The record of `source`: model, metrics, recipe, command, config, SHA-256 and more (the file is not hashed)."""
+    if (folder := _committee_folder(source)) is not None:
+        return committee.read_record(folder)
     return checkpoint.read_record(resolve(source))
 
 
@@ -79,7 +95,19 @@ def load_network(source: Source, *, device: torch.device | str = "cpu",
     """The network of `source`, in eval mode on `device`, after checking its weights' SHA-256.
 
     With `expected_model`, weights of any other network are refused."""
+    if (folder := _committee_folder(source)) is not None:
+        return committee.load(folder, device=device, expected_model=expected_model)
     return checkpoint.load_weights(read_record(source), device=device, expected_model=expected_model)
+
+
+# --- committees (lenet.committee): the one branch by which every command accepts a committee folder ----------
+
+def _committee_folder(source: Source) -> Path | None:
+    """The committee folder `source` names (the folder, or its committee.json), else None. A registered
+    name always means shipped weights, never a committee."""
+    if is_name(source) or not isinstance(source, (str, os.PathLike)):
+        return None
+    return committee.folder_of(source) if committee.is_committee(source) else None
 
 
 def list_shipped() -> list[WeightsRecord]:

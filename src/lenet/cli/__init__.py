@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import shlex
+import signal
 import sys
 
 from .._version import __version__
 
 # Display order; each NAME is implemented by the module `NAME_cmd` in this package.
-COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve"]
+COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve", "sweep", "committee"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = "") -> None:
@@ -49,12 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from ..errors import LenetError
+    from ..errors import LenetError, Terminated
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args) or 0
+    except Terminated as e:
+        print(f"lenet {args.command}: terminated (SIGTERM){e.detail}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except LenetError as e:
-        print(f"lenet {args.command}: error: {e}", file=sys.stderr)
+        # one line, whatever the message holds (a path may contain a newline)
+        message = str(e).replace("\n", "\\n").replace("\r", "\\r")
+        print(f"lenet {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:
         # output piped into a reader that stopped early (`lenet eval ... | head`): not an error
@@ -65,3 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lenet {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, _frame) -> None:
+    # An exception, not an exit: `finally` blocks run, so no file is left half-written.
+    from ..errors import Terminated
+
+    raise Terminated()

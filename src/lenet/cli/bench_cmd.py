@@ -39,14 +39,14 @@ def run_bench(args: argparse.Namespace) -> int:
 
     from ..bench import format_result, run_bench
     from ..errors import ConfigError
-    from ..trainer import make_config
+    from ..trainer.config import check_run, make_config
 
     for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     engine = train_options(args, ENGINE_FLAGS)
-    make_config(**engine)  # every bad engine flag in one line, before the minutes of measuring start
+    check_run(make_config(**engine))  # every bad engine flag in one line, before the minutes of measuring start
     result = run_bench(repeats=args.repeats, tutorial_steps=args.tutorial_steps, epochs=args.epochs,
                        train_size=args.train_size, inference_batch=args.inference_batch, **engine)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))

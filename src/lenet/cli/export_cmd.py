@@ -27,9 +27,10 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lenet.data import load_dataset
-    from lenet.export import export, spec_path
+    from lenet.export import check_target, export, spec_path
     from lenet.weights import load_network, read_record, source_from_options
 
+    check_target(args.out, args.format)  # before the weights, the test set and the export itself
     source, expected = source_from_options(args.model, args.checkpoint)
     record = read_record(source)
     model = load_network(source, expected_model=expected)

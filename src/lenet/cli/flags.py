@@ -98,8 +98,8 @@ def add_train_arguments(parser: argparse.ArgumentParser | Any, fields: Iterable[
         if f.name == "augment":
             groups["how"].add_argument("--distort", action="store_true",
                                        help="the paper's random planar affine distortions (= --augment affine)")
-    groups["run"].add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (only --epochs may "
-                                                               "change)")
+    groups["run"].add_argument("--resume", metavar="DIR", help="continue the run saved in DIR (only --epochs and "
+                                                               "how it runs, e.g. --threads, may change)")
     groups["run"].add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -22,7 +22,9 @@ def add_parser(subparsers) -> None:
                     "preprocessed the way MNIST was made: the page's uneven light divided out, ruled or squared "
                     "lines, the page's edge and specks removed, cropped to the ink, longest side scaled to "
                     "20 px, centred by mass in 28x28. With --number, each digit of a number written in a row is "
-                    "read on its own, left to right. Exit code 0 if every image was read, 1 if some could not be.",
+                    "read on its own, left to right. Files over 161 MB (4 bytes a pixel at the 40-megapixel limit) and "
+                    "images over 40 megapixels are refused unread; FIFOs and devices are refused. Exit code 0 if "
+                    "every image was read, 1 if some could not be, 2 for a bad option or input.",
         epilog="examples:\n  lenet predict my-digit.png\n  lenet predict scans/ 'photos/*.jpg' --top-k 3\n"
                "  lenet predict notebook.jpg --number\n"
                "  lenet predict photos/ --number --json --save-preprocessed seen/\n"
@@ -46,6 +48,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lenet._paths import check_output_folder
     from lenet.errors import ConfigError
     from lenet.inference import pick_device
     from lenet.predict import predict_files, save_preprocessed
@@ -53,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.top_k <= 10:
         raise ConfigError(f"--top-k must be between 1 and 10, got {args.top_k}")
+    check_inputs(args.images)
+    if args.save_preprocessed:
+        check_output_folder(args.save_preprocessed, "--save-preprocessed")
     source, expected = source_from_options(args.model, args.checkpoint)
     model = load_network(source, device=pick_device(args.device), expected_model=expected)
     results = predict_files(model, args.images, number=args.number)
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result.to_dict()), flush=True)
         elif result.error is not None:
-            print(f"lenet predict: error: {result.error}", file=sys.stderr)
+            one_line = result.error.replace("\n", "\\n").replace("\r", "\\r")  # whatever the file's name holds
+            print(f"lenet predict: error: {one_line}", file=sys.stderr)
         elif result.reading is not None:
             print(number_table(result.path, result.reading))
         else:
@@ -70,6 +77,26 @@ def run(args: argparse.Namespace) -> int:
             guesses = "  ".join(f"{digit} ({p * 100:.1f}%)" for digit, p in top)
             print(f"{result.path}: {guesses}")
     return 1 if any(r.error is not None for r in results) else 0
+
+
+def check_inputs(images: list[str]) -> None:
+    """Refuse, before any work, an input named on the command line that is neither a folder nor a regular file:
+    a FIFO would block the reader forever, a device such as /dev/zero never ends. (Missing files and files that
+    are not images are reported one by one, in their place in the output.)"""
+    import os
+    import stat
+
+    from lenet._paths import kind_of
+    from lenet.errors import ConfigError
+
+    for image in images:
+        try:
+            mode = os.stat(image).st_mode
+        except (OSError, ValueError):
+            continue  # missing (or a glob pattern): reported in its place
+        if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+            raise ConfigError(f"{image} is {kind_of(mode)}, not an image file or a folder: lenet reads only "
+                              "regular files")
 
 
 def number_table(path: str, reading: NumberReading) -> str:

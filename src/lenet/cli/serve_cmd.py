@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import math
+import os
+import signal
 import sys
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
+# On SIGTERM or Ctrl+C, requests in progress get this long to finish before they are cancelled.
+SHUTDOWN_GRACE_S = 10
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +38,15 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-body-mb", type=float, default=None, help="request body limit in MiB (default 8)")
     p.add_argument("--max-image-pixels", type=int, default=None,
                    help="refuse larger images before decoding them (default 4096x4096 = 16,777,216)")
+    p.add_argument("--header-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a request's line and headers must arrive within this time of the connection opening (or "
+                        "of its first byte on a kept-alive connection), else 408 and the connection is closed "
+                        "(default 5)")
+    p.add_argument("--body-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a request's body must arrive within this time of its headers, else 408 and the connection "
+                        "is closed (default 30)")
+    p.add_argument("--keep-alive-timeout", type=float, default=None, metavar="SECONDS",
+                   help="close a kept-alive connection idle this long after an answer (default 5)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(run=run_serve)
 
@@ -45,12 +60,34 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _checked(flag: str, value: float | None, upper: float) -> float | None:
+    """`value` if it is None or a finite number in (0, upper]; else ConfigError naming `flag`."""
+    from ..errors import ConfigError
+
+    if value is not None and not (math.isfinite(value) and 0 < value <= upper):
+        raise ConfigError(f"{flag} must be a number above 0 and at most {upper:g}, got {value!r}")
+    return value
+
+
 def _limits(args: argparse.Namespace) -> dict:
     """The limit flags that were given, as `create_app` keywords (the others keep the app's defaults)."""
-    given = {"workers": args.workers, "max_pending": args.max_pending,
-             "max_body_bytes": None if args.max_body_mb is None else int(args.max_body_mb * 1024 * 1024),
-             "max_image_pixels": args.max_image_pixels}
+    most_workers = 8 * (os.cpu_count() or 1)
+    body_mb = _checked("--max-body-mb", args.max_body_mb, 4096)
+    given = {"workers": _checked("--workers", args.workers, most_workers),
+             "max_pending": _checked("--max-pending", args.max_pending, 100_000),
+             "max_body_bytes": None if body_mb is None else max(1, int(body_mb * 1024 * 1024)),
+             "max_image_pixels": _checked("--max-image-pixels", args.max_image_pixels, 1 << 32)}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _timeouts(args: argparse.Namespace) -> dict:
+    """The connection deadlines in seconds: the flags given, else the defaults."""
+    from ..serve.protocol import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEP_ALIVE_TIMEOUT
+
+    day = 24 * 3600.0
+    return {"header": _checked("--header-timeout", args.header_timeout, day) or DEFAULT_HEADER_TIMEOUT,
+            "body": _checked("--body-timeout", args.body_timeout, day) or DEFAULT_BODY_TIMEOUT,
+            "keep_alive": _checked("--keep-alive-timeout", args.keep_alive_timeout, day) or DEFAULT_KEEP_ALIVE_TIMEOUT}
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -58,25 +95,80 @@ def run_serve(args: argparse.Namespace) -> int:
 
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port} is not a port number (0-65535)")
-    import torch
-    import uvicorn
-
     from ..serve import create_app  # raises a LenetError naming a missing web package
+
+    limits, timeouts = _limits(args), _timeouts(args)  # every flag checked before anything is loaded
+    import torch
 
     # Parallelism comes from the worker pool; torch's own intra-op threads would only fight it for the
     # cores when each request is one 28x28 image.
     torch.set_num_threads(1)
     loopback = is_loopback(args.host)
     # A damaged or tampered weights file fails here, as one line and exit 2, before the port is bound.
-    app = create_app(args.model, args.checkpoint, allowed_hosts=LOOPBACK_NAMES if loopback else None,
-                     **_limits(args))
+    app = create_app(args.model, args.checkpoint, allowed_hosts=LOOPBACK_NAMES if loopback else None, **limits)
     app.state.store.preload()
     if not loopback:
         print(f"lenet serve: warning: binding to {args.host} exposes the server beyond this machine; it has no "
               "authentication", file=sys.stderr)
     shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
     print(f"lenet serve: {app.state.store.default} on http://{shown}:{args.port}  (Ctrl+C to stop)", flush=True)
-    # limit_concurrency: connections beyond it get 503 from uvicorn itself, before any request parsing.
-    uvicorn.run(app, host=args.host.strip("[]"), port=args.port, log_level=args.log_level,
-                limit_concurrency=1024, timeout_keep_alive=5, server_header=False)
+    _serve(app, args, timeouts)
     return 0
+
+
+def _serve(app, args: argparse.Namespace, timeouts: dict) -> None:
+    """Runs uvicorn until SIGINT (KeyboardInterrupt) or SIGTERM (errors.Terminated), after a graceful stop:
+    no new connections, and requests in progress answered (up to SHUTDOWN_GRACE_S)."""
+    import uvicorn
+
+    from ..errors import ConfigError, Terminated
+    from ..serve.protocol import guarded_protocol, raise_open_files_limit
+
+    raise_open_files_limit()  # each connection is a file: held ones must not crowd out the rest
+    # No limit_concurrency: uvicorn counts open connections against it, so clients holding connections
+    # open (slowloris) could make it refuse every real request. Deadlines on reading requests free held
+    # connections instead, and the inference pool bounds the work (503 when full).
+    config = uvicorn.Config(app, host=args.host.strip("[]"), port=args.port, log_level=args.log_level,
+                            http=guarded_protocol(timeouts["header"], timeouts["body"]),
+                            timeout_keep_alive=timeouts["keep_alive"], timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
+                            ws="none", server_header=False)  # no WebSocket routes: upgrades are plain requests
+    server = _server_class()(config)
+    try:
+        server.run()
+    except SystemExit as e:  # uvicorn's way out when it cannot start, after logging why
+        if e.code in (0, None):
+            raise
+        raise ConfigError(f"could not serve on {args.host}:{args.port} (uvicorn's message above says why; "
+                          "a port in use? choose another with --port)") from None
+    if signal.SIGTERM in server.signals:
+        raise Terminated(f"; stopped taking connections and let the requests in progress finish "
+                         f"({SHUTDOWN_GRACE_S} s at most)")
+    if signal.SIGINT in server.signals:
+        raise KeyboardInterrupt
+
+
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, reporting the signals that stopped it instead of raising them again once stopped
+        (uvicorn's way), so that the CLI says what happened and exits 143 (SIGTERM) or 130 (SIGINT)."""
+
+        signals: list[int]
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            self.signals = []
+            handled = (signal.SIGINT, signal.SIGTERM)
+            previous = {sig: signal.signal(sig, self._stop) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+        def _stop(self, sig: int, frame) -> None:
+            self.signals.append(sig)
+            self.handle_exit(sig, frame)
+
+    return Server

@@ -14,16 +14,21 @@ def add_parser(subparsers) -> None:
                     "batch 64, 10 epochs on MNIST, ending with 'Test Accuracy: xx.xx%'; the learning rate decays "
                     "along a cosine (the tutorial keeps it constant: --recipe tutorial runs it exactly). "
                     "Values come from, later winning: the defaults below < the network's own < --recipe < flags "
-                    "(with --resume DIR, from the run in DIR, where only --epochs may change).",
+                    "(with --resume DIR, from the run in DIR, where only --epochs and how it runs may change).",
         epilog="examples:\n  lenet train\n  lenet train --recipe fast --out runs/fast\n"
-               "  lenet train --model classic --recipe paper --out runs/paper\n  lenet train --resume runs/paper",
+               "  lenet train --model classic --recipe paper --out runs/paper\n  lenet train --resume runs/paper\n\n"
+               "A run folder belongs to one run: a second writer, or a new run in a folder that holds one, is refused "
+               "(exit 2).\nSIGTERM stops the run with exit code 143; its last checkpoint is complete.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_train_arguments(p)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run that --out DIR holds (its files are deleted first; without this flag, "
+                        "a folder holding a run is refused)")
     p.set_defaults(run=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from ..api import train
 
-    train(**train_options(args), command=args.command_line)
+    train(**train_options(args), overwrite=args.overwrite, command=args.command_line)
     return 0

@@ -1,5 +1,6 @@
 """`lenet viz`: PNG figures of a network: training curves, confusion matrix, misclassified digits,
-first-layer kernels, feature maps of every stage. Builds its parser without importing torch."""
+first-layer kernels, feature maps of every stage, examples of the elastic distortions. Builds its parser
+without importing torch."""
 
 from __future__ import annotations
 
@@ -7,18 +8,21 @@ import argparse
 
 from . import add_model_arguments
 
-FIGURES = ["curves", "confusion", "misclassified", "kernels", "features"]
+FIGURES = ["curves", "confusion", "misclassified", "kernels", "features", "elastic"]
 
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
-        "viz", help="draw PNG figures: curves, confusion, misclassified digits, kernels, feature maps",
+        "viz", help="draw PNG figures: curves, confusion, misclassified digits, kernels, feature maps, "
+                    "elastic distortions",
         description="Draw PNG figures of a network into --out DIR: curves.png (loss and accuracy per epoch, from "
                     "the run's metrics.jsonl), confusion.png and misclassified.png (on the 10,000 MNIST test "
-                    "images), kernels.png (the first convolution) and features.png (every stage's activations "
-                    "for one image).",
+                    "images), kernels.png (the first convolution), features.png (every stage's activations "
+                    "for one image) and elastic.png (the first six training digits under five elastic "
+                    "distortions each, `--augment elastic`, with the field of the first as arrows).",
         epilog="examples:\n  lenet viz --out figures\n  lenet viz --checkpoint runs/paper --out figures/paper\n"
-               "  lenet viz --only features --image my-digit.png --out figures",
+               "  lenet viz --only features --image my-digit.png --out figures\n"
+               "  lenet viz --only elastic --out figures",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, "a folder written by `lenet train --out` (its metrics.jsonl gives the curves)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the PNG files")
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from lenet import viz
+    from lenet._paths import check_output_folder
     from lenet.data import load_dataset
     from lenet.errors import ConfigError
     from lenet.inference import evaluate
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [f for f in only if f not in FIGURES]
     if unknown:
         raise ConfigError(f"unknown figure(s) {', '.join(unknown)} in --only; available: {', '.join(FIGURES)}")
+    check_output_folder(args.out, "--out")
     model, source, history = _network(args)
     name, out, test = model.model_name, Path(args.out), load_dataset("mnist").test
     written = []
@@ -78,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
         image, label = _feature_image(args, test)
         written.append(viz.feature_maps(model, image, out / "features.png",
                                         title=f"{name}: activations of every stage for {label}"))
+    if "elastic" in only:
+        written.append(viz.elastic_examples(load_dataset("mnist").train.images[:6], out / "elastic.png"))
     for path in written:
         print(path)
     return 0

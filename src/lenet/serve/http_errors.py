@@ -18,6 +18,16 @@ NOT_FOUND = ("not found: the API is GET /api/models, POST /api/predict, POST /ap
              "GET /openapi.json")
 
 
+def _printable(message: str) -> str:
+    # A message may quote a client's text, which JSON can carry as a lone surrogate ("\\ud800") that UTF-8
+    # cannot encode: escaped, it cannot turn a 4xx into a 500.
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def error_response(message: str, status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": _printable(message)}, status_code=status_code, headers=headers)
+
+
 class ApiError(HTTPException):
     """An HTTP error whose detail is the one-line message the client sees as {"error": ...}."""
 
@@ -26,18 +36,18 @@ async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404 and not isinstance(exc, ApiError):  # a URL outside the API, not a missing model
         message = NOT_FOUND
-    return JSONResponse({"error": message}, status_code=exc.status_code, headers=exc.headers)
+    return error_response(message, exc.status_code, exc.headers)
 
 
 async def _invalid_parameter(_request: Request, exc: RequestValidationError) -> JSONResponse:
     # Query parameters (?details=...): the JSON body is checked by the schema, not by FastAPI.
     parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
-    return JSONResponse({"error": "invalid request: " + "; ".join(parts)}, status_code=422)
+    return error_response("invalid request: " + "; ".join(parts), 422)
 
 
 async def _bad_input(_request: Request, exc: LenetError) -> JSONResponse:
     # ImageError (not an image, corrupt, too many pixels, no ink) and friends: the client's input
-    return JSONResponse({"error": str(exc)}, status_code=400)
+    return error_response(str(exc), 400)
 
 
 async def _bug(_request: Request, exc: Exception) -> JSONResponse:

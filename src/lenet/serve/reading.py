@@ -58,7 +58,9 @@ def first_feature_maps(model: nn.Module, images: torch.Tensor, layers: int = 2) 
 
     One entry per stage: the first map-shaped output of each new channel count (seed: conv1 6x24x24 and
     conv2 16x8x8; the paper's network: c1 and c3), since the pooling layer after a convolution shows the
-    same maps at half the size."""
+    same maps at half the size. A committee shows its first member's maps (its members all see the same input)."""
+    if isinstance(getattr(model, "members", None), nn.ModuleList):
+        model = model.members[0]
     x = to_input(images)
     with torch.inference_mode():
         maps = feature_maps(model, x)

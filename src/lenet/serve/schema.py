@@ -21,6 +21,45 @@ from .http_errors import ApiError
 
 PIXELS = SIDE * SIDE
 _FIELDS = ("pixels", "model")
+# 784 pixels take ~3 KB of JSON, pretty-printed as floats under 20 KB: a larger JSON body is no pixels request,
+# and the cap keeps parsing it (on the event loop) cheap.
+MAX_JSON_BYTES = 64 * 1024
+# Longer integer literals are never converted: Python refuses over 4,300 digits, and no pixel needs 20.
+_MAX_INT_DIGITS = 20
+_MAX_MODEL_NAME = 100  # characters; registered names are short
+_SHOWN_CHARS = 40  # of a client's text quoted in an error message
+
+
+class HugeNumber:
+    """A JSON integer literal too long to be a pixel, kept as its length instead of converted."""
+
+    def __init__(self, literal: str) -> None:
+        self.digits = len(literal.lstrip("-"))
+
+
+def _parse_int(literal: str) -> int | HugeNumber:
+    return int(literal) if len(literal) <= _MAX_INT_DIGITS else HugeNumber(literal)
+
+
+def _type_name(value: Any) -> str:
+    return "int" if isinstance(value, HugeNumber) else type(value).__name__
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "..."
+
+
+def _shown(value: Any) -> str:
+    """A JSON value as an error message quotes it: short, whatever the client sent."""
+    if isinstance(value, HugeNumber):
+        return f"a whole number of {value.digits:,} digits"
+    if isinstance(value, str):
+        return json.dumps(_short(value))
+    if isinstance(value, list):
+        return f"an array of {len(value)} values"
+    if isinstance(value, dict):
+        return "an object"
+    return json.dumps(value)  # a number (NaN and Infinity included), true, false or null
 
 
 def _invalid(message: str) -> PydanticCustomError:
@@ -30,20 +69,22 @@ def _invalid(message: str) -> PydanticCustomError:
 
 def _check_pixels(value: Any) -> list[int]:
     if not isinstance(value, list):
-        raise _invalid(f'"pixels" must be a list of {PIXELS} numbers, not {type(value).__name__}')
+        raise _invalid(f'"pixels" must be a list of {PIXELS} numbers, not {_type_name(value)}')
     if len(value) != PIXELS:
         raise _invalid(f'"pixels" must hold {PIXELS} values (28x28, row by row), got {len(value)}')
     for i, v in enumerate(value):
         # bool is an int in Python but never a pixel; 12.0 is a whole number, 12.5 is not a grey level
         whole = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
         if isinstance(v, bool) or not whole or not 0 <= v <= 255:
-            raise _invalid(f'"pixels"[{i}] is {json.dumps(v)}: every value must be a whole number from 0 to 255')
+            raise _invalid(f'"pixels"[{i}] is {_shown(v)}: every value must be a whole number from 0 to 255')
     return [int(v) for v in value]
 
 
 def _check_model_name(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
-        raise _invalid(f'"model" must be a string, not {type(value).__name__}')
+        raise _invalid(f'"model" must be a string, not {_type_name(value)}')
+    if value is not None and len(value) > _MAX_MODEL_NAME:
+        raise _invalid(f'"model" is {len(value):,} characters long: use a name from GET /api/models')
     return value
 
 
@@ -59,23 +100,31 @@ class PixelsRequest(BaseModel):
     @classmethod
     def _an_object_with_pixels(cls, data: Any) -> Any:
         if not isinstance(data, dict):
-            raise _invalid(f'JSON body must be an object like {{"pixels": [784 values]}}, not {type(data).__name__}')
+            raise _invalid(f'JSON body must be an object like {{"pixels": [784 values]}}, not {_type_name(data)}')
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown:
-            raise _invalid(f"unknown JSON field(s): {', '.join(unknown)}; expected pixels and optional model")
+            listed = ", ".join(_short(name) for name in unknown[:5]) + (f" and {len(unknown) - 5} more"
+                                                                        if len(unknown) > 5 else "")
+            raise _invalid(f"unknown JSON field(s): {listed}; expected pixels and optional model")
         if "pixels" not in data:
             raise _invalid('JSON body has no "pixels": give 784 grey values 0-255 (28x28, ink bright)')
         return data
 
     @classmethod
     def from_body(cls, body: bytes) -> PixelsRequest:
-        """The request in a JSON body; ApiError 400 for malformed JSON, 422 for a wrong field."""
+        """The request in a JSON body; ApiError 413 for a body far larger than any pixels request, 400 for
+        malformed JSON (or nested beyond Python's recursion limit), 422 for a wrong field."""
+        if len(body) > MAX_JSON_BYTES:
+            raise ApiError(413, f"JSON body too large: {len(body):,} bytes; a pixels request (784 numbers) needs "
+                                f"far less, the limit is {MAX_JSON_BYTES:,} bytes")
         try:
-            payload = json.loads(body)
+            payload = json.loads(body, parse_int=_parse_int)
         except UnicodeDecodeError:
             raise ApiError(400, "malformed JSON: the body is not UTF-8 text") from None
         except json.JSONDecodeError as e:
             raise ApiError(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:  # the C parser's depth guard: still a clean error, never a crash
+            raise ApiError(400, 'malformed JSON: nested too deeply; the body is {"pixels": [784 numbers]}') from None
         try:
             return cls.model_validate(payload)
         except ValidationError as e:

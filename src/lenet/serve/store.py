@@ -61,8 +61,10 @@ def checkpoint_entry(checkpoint: str | os.PathLike) -> Entry:
     source = Path(checkpoint)  # a Path is always a path, even one spelled like a network's name
     record = read_record(source)
     net = load_network(source, device="cpu")
-    return Entry(net.model_name, model_entry(net.model_name).description, record.test_accuracy, "checkpoint",
-                 None, net)
+    # a committee is no registered network: its record says what it is
+    registered = net.model_name in list_models()
+    description = model_entry(net.model_name).description if registered else record.description or net.model_name
+    return Entry(net.model_name, description, record.test_accuracy, "checkpoint", None, net)
 
 
 def _ready_entry(name: str, net: nn.Module, entries: dict[str, Entry]) -> Entry:

@@ -12,9 +12,7 @@ on first use (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from .._lazy import lazy_names
 from .config import TrainConfig, config_from_dict, load_config, make_config, resolve_config, resume_config
 
 # public name -> the module of this package that defines it (imported on first use: it needs torch)
@@ -25,16 +23,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(globals(), {name: f".{module}" for name, module in _LAZY.items()})
 
 
 __all__ = ["TrainConfig", "config_from_dict", "load_config", "make_config", "resolve_config", "resume_config",

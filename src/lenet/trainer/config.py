@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from .._paths import check_output_folder
+from ..errors import ConfigError, DataError
 from ..models import MODELS
 from ..recipes import get_recipe
 from ..registry import (
@@ -82,6 +85,9 @@ class TrainConfig:
                                     "shipped with lenet", "what", str, metavar="DIR")
     val_size: int = _option(0, "training images held out for validation (model selection); the test set only "
                             "reports", "what", int, metavar="N")
+    train_size: int = _option(0, "train on the first N images of the training split only (after --val-size is "
+                              "held out); 0 = all. For quick experiments and tests, never for reported results",
+                              "what", int, metavar="N")
     epochs: int = _option(10, "passes over the training set", "how", int)
     batch_size: int = _option(64, "images per step; the last, smaller batch of an epoch is kept", "how", int)
     lr: float = _option(1e-3, "(peak) learning rate", "how", float)
@@ -123,6 +129,9 @@ class TrainConfig:
                              "run", int, metavar="STEPS")
     out: str | None = _option(None, "folder for config.json, metrics.jsonl and the checkpoint", "run", str,
                               metavar="DIR")
+    checkpoint_every: float = _option(10.0, "minutes between checkpoints inside an epoch (resumable mid-epoch; "
+                                      "needs --out); 0 = at the end of each epoch only", "run", float,
+                                      metavar="MINUTES")
     # not flags: `--recipe` names the recipe to build from (lenet.cli.flags), this field records it
     recipe: str | None = _option(None, "the recipe this config was built from, for the record", "what")
     extra: dict[str, Any] = _option(None, "options of plug-in losses and optimizers", "how", factory=dict)
@@ -131,10 +140,15 @@ class TrainConfig:
         # Normal forms that keep the config JSON-able and equal however it was built: paths as strings,
         # betas as a tuple (config.json stores a list). A frozen dataclass sets them through object.__setattr__.
         for name in ("out", "data_root"):
-            if getattr(self, name) is not None:
-                object.__setattr__(self, name, str(getattr(self, name)))
-        if not isinstance(self.betas, tuple):
+            if isinstance(getattr(self, name), os.PathLike):
+                object.__setattr__(self, name, os.fspath(getattr(self, name)))
+        if isinstance(self.betas, list):
             object.__setattr__(self, "betas", tuple(self.betas))
+        for name in (*_INTEGERS, *_REALS):  # NumPy's numbers count too, stored as Python's so that JSON takes them
+            value, kind = getattr(self, name), int if name in _INTEGERS else float
+            if isinstance(value, numbers.Integral if kind is int else numbers.Real) and \
+                    not isinstance(value, (bool, int, float)):
+                object.__setattr__(self, name, kind(value))
         problems = config_problems(self)
         if problems:
             raise ConfigError("; ".join(problems))
@@ -149,6 +163,7 @@ def config_fields() -> list[dataclasses.Field]:
 
 
 FIELD_NAMES = frozenset(f.name for f in config_fields())
+FIELD_NAMES_IN_ORDER = tuple(f.name for f in config_fields())
 
 
 def field_choices(f: dataclasses.Field) -> list[str] | None:
@@ -168,37 +183,188 @@ def choice_descriptions(f: dataclasses.Field) -> dict[str, str]:
 
 
 def config_problems(cfg: TrainConfig) -> list[str]:
-    """Every bad value of `cfg`, one sentence each (empty: valid)."""
+    """Every bad value of `cfg`, one sentence each (empty: valid). Checks values only, never this machine or
+    its files: a config read from another machine's run folder stays readable (`check_run` checks those)."""
+    problems = [*_type_problems(cfg), *_choice_problems(cfg)]
+    for name in FIELD_NAMES_IN_ORDER:
+        value = getattr(cfg, name)
+        if name in _INTEGERS and _is_integer(value):
+            low, high = _INTEGERS[name]
+            if not low <= value <= high:
+                problems.append(_integer_range(name, value, low, high))
+        elif name in _REALS and _is_real(value) and not _inside(value, *_REALS[name]):
+            problems.append(f"{_flag(name)} must be a finite number {_interval(*_REALS[name])}, got {_shown(value)}")
+    if _is_pair_of_reals(cfg.betas):
+        problems += [f"beta{i} must be a finite number in [0, 1), got {_shown(b)}" for i, b in enumerate(cfg.betas, 1)
+                     if not _inside(b, 0, 1, False, True)]
+    if _is_real(cfg.warmup_epochs) and _is_integer(cfg.epochs) and cfg.warmup_epochs > cfg.epochs > 0:
+        problems.append(f"warmup-epochs {_shown(cfg.warmup_epochs)} is more than the {cfg.epochs} epochs of the run")
+    if cfg.threads is not None and _is_integer(cfg.threads) and not 0 < cfg.threads <= MAX_INT64:
+        problems.append(_integer_range("threads", cfg.threads, 1, MAX_INT64))
+    if not (_is_real(cfg.checkpoint_every) and _inside(cfg.checkpoint_every, 0, None, False, False)):
+        problems.append(f"checkpoint-every must be a finite number of minutes >= 0, got "
+                        f"{_shown(cfg.checkpoint_every)}")
+    return problems
+
+
+# Integer fields: (lowest, highest or None). Epochs: the per-epoch random streams are seeded with
+# seed * 1_000_003 + epoch (trainer/engine.py), distinct for every (seed, epoch) only below 1,000,003 epochs.
+# Seeds: torch takes -2**63 .. 2**64-1 but folds the negatives onto the top half (-1 is 2**64-1), so the
+# range where every seed is its own and fits a signed 64-bit integer (NumPy, SQLite, JSON readers) is this.
+# Every other integer: at most a signed 64-bit integer, what config.json's readers (and Python's own int-to-text
+# conversion, capped at 4,300 digits) can take; far beyond any real value.
+MAX_EPOCHS = 1_000_000
+MAX_SEED = MAX_INT64 = 2**63 - 1
+_INTEGERS: dict[str, tuple[int, int]] = {
+    "epochs": (1, MAX_EPOCHS), "batch_size": (1, MAX_INT64), "val_size": (0, MAX_INT64),
+    "train_size": (0, MAX_INT64), "log_every": (0, MAX_INT64), "seed": (0, MAX_SEED)}
+# Real fields: (lowest, highest or None, lowest excluded, highest excluded); NaN and the infinities never pass.
+# lr has no upper bound: a rate too large shows as a non-finite loss, which stops the run with a clear error.
+# momentum, betas and label smoothing of 1 would never forget a gradient or learn nothing from the labels.
+_REALS: dict[str, tuple[float, float | None, bool, bool]] = {
+    "lr": (0, None, True, False), "momentum": (0, 1, False, True), "weight_decay": (0, None, False, False),
+    "warmup_epochs": (0, None, False, False), "label_smoothing": (0, 1, False, True), "map_j": (0, None, True, False)}
+_BOOLS = ("nesterov", "deterministic", "compile")
+_OPTIONAL_STRINGS = ("data_root", "out", "init", "recipe")
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_pair_of_reals(value: Any) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and all(_is_real(v) for v in value)
+
+
+def _inside(value: float, low: float, high: float | None, open_low: bool, open_high: bool) -> bool:
+    """Written so that NaN fails (every comparison with NaN is false) and so do the infinities and integers
+    too large for a float."""
+    try:
+        value = float(value)
+    except OverflowError:
+        return False
+    if not math.isfinite(value):
+        return False
+    above = value > low if open_low else value >= low
+    below = high is None or (value < high if open_high else value <= high)
+    return above and below
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, short enough for a one-line message (an integer of thousands of digits has no repr)."""
+    if _is_integer(value) and abs(value) >= 10**30:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1:,} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + "..." + text[-10:]
+
+
+def _interval(low: float, high: float | None, open_low: bool, open_high: bool) -> str:
+    if high is None:
+        return f"{'>' if open_low else '>='} {low}"
+    return f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+
+def _integer_range(name: str, value: int, low: int, high: int) -> str:
+    if value < low:
+        return (f"{_flag(name)} must be a positive integer, got {_shown(value)}" if low == 1 else
+                f"{_flag(name)} must not be negative, got {_shown(value)}")
+    why = {"seed": " (torch's generators take 64-bit seeds)", "epochs": ""}.get(name, " (a 64-bit integer)")
+    return f"{_flag(name)} must be at most {high:,}{why}, got {_shown(value)}"
+
+
+def _type_problems(cfg: TrainConfig) -> list[str]:
+    """Values of the wrong type (from Python or a hand-edited config.json; the CLI's flags convert types)."""
+    problems = [f"{_flag(n)} must be an integer, got {_shown(getattr(cfg, n))}" for n in _INTEGERS
+                if not _is_integer(getattr(cfg, n))]
+    problems += [f"{_flag(n)} must be a number, got {_shown(getattr(cfg, n))}" for n in _REALS
+                 if not _is_real(getattr(cfg, n))]
+    problems += [f"{n} must be true or false, got {_shown(getattr(cfg, n))}" for n in _BOOLS
+                 if not isinstance(getattr(cfg, n), bool)]
+    problems += [f"{_flag(n)} must be a string, got {_shown(getattr(cfg, n))}" for n in _OPTIONAL_STRINGS
+                 if not isinstance(getattr(cfg, n), (str, type(None)))]
+    if cfg.threads is not None and not _is_integer(cfg.threads):
+        problems.append(f"threads must be an integer, got {_shown(cfg.threads)}")
+    if not _is_pair_of_reals(cfg.betas):
+        problems.append(f"betas must be two numbers, got {_shown(cfg.betas)}")
+    if not (isinstance(cfg.extra, dict) and all(isinstance(k, str) for k in cfg.extra)):
+        problems.append(f"extra must be a mapping of option names to values, got {_shown(cfg.extra)}")
+    return problems
+
+
+def _choice_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     for f in config_fields():
         choices = field_choices(f)
         value = getattr(cfg, f.name)
-        if choices is not None and value not in choices:
-            problems.append(f"unknown {f.name} {value!r} (available: {', '.join(choices)})")
-    for name in ("epochs", "batch_size"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            problems.append(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-    if not cfg.lr > 0:
-        problems.append(f"lr must be positive, got {cfg.lr!r}")
-    if cfg.threads is not None and cfg.threads <= 0:
-        problems.append(f"threads must be a positive integer, got {cfg.threads!r}")
-    for name in ("weight_decay", "warmup_epochs", "val_size", "log_every", "label_smoothing"):
-        if getattr(cfg, name) < 0:
-            problems.append(f"{name.replace('_', '-')} must not be negative, got {getattr(cfg, name)!r}")
-    if len(cfg.betas) != 2:
-        problems.append(f"betas must be two numbers, got {list(cfg.betas)!r}")
-    if cfg.init is not None and cfg.model in MODELS:
+        if choices is not None and not (isinstance(value, str) and value in choices):
+            problems.append(f"unknown {f.name} {_shown(value)} (available: {', '.join(choices)})")
+    if isinstance(cfg.init, str) and isinstance(cfg.model, str) and cfg.model in MODELS:
         choices = MODELS.entry(cfg.model).init_choices
         if cfg.init not in choices:
-            problems.append(f"unknown init {cfg.init!r} for model {cfg.model!r} "
+            problems.append(f"unknown init {_shown(cfg.init)} for model {_shown(cfg.model)} "
                             f"(available: {', '.join(choices) or 'none, its initialisation is fixed'})")
     return problems
 
 
+# torch's threads meet at a barrier after every operator, so threads beyond the cores only wait (trainer/state.py);
+# a few per core leave room for hyper-threads and for a core count that grows, 20,000 (issue 17) stall the machine.
+THREADS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, e.g. a container's or taskset's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def machine_problems(cfg: TrainConfig) -> list[str]:
+    """What `cfg` asks of this machine that it cannot give (empty: nothing)."""
+    cores = usable_cores()
+    if cfg.threads is not None and cfg.threads > THREADS_PER_CORE * cores:
+        return [f"threads must be at most {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} x the {cores} "
+                f"core{'s' if cores > 1 else ''} this process may use; more threads than cores only wait for "
+                f"each other), got {cfg.threads}"]
+    return []
+
+
+def check_run(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` if a run of it can start here: its threads fit this machine's cores, --out is a folder that can be
+    written (or made), --data-root a folder; else ConfigError (DataError for a missing MNIST root), before any
+    work. Nothing is left behind."""
+    problems = machine_problems(cfg)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    if cfg.out:
+        check_output_folder(cfg.out, "--out")
+    if cfg.data_root:
+        _check_data_root(Path(cfg.data_root), cfg.dataset)
+    return cfg
+
+
+def _check_data_root(root: Path, dataset: str) -> None:
+    if root.exists():
+        if not root.is_dir():
+            raise ConfigError(f"--data-root {root} is not a folder: give the folder that holds {dataset}'s files "
+                              "(DATASET/raw/)")
+    elif dataset == "mnist":  # read, never written
+        raise DataError(f"data root {root} does not exist; point --data-root at a folder holding MNIST/raw/")
+    else:  # torchvision downloads into it
+        check_output_folder(root, "--data-root")
+
+
 def network_defaults(model: str) -> dict[str, Any]:
     """The training defaults a network declares (empty for an unknown name: validation reports it)."""
-    return dict(MODELS.entry(model).train_defaults) if model in MODELS else {}
+    return dict(MODELS.entry(model).train_defaults) if isinstance(model, str) and model in MODELS else {}
 
 
 def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
@@ -215,23 +381,32 @@ def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
     return TrainConfig(**{**network_defaults(model), **recipe_values, **given, "recipe": recipe})
 
 
+# What a resumed run may set anew: how long it trains, and how this machine runs it (none of these changes
+# which run it is; a sweep worker resumes another worker's trial with its own thread count).
+RESUME_MAY_CHANGE = ("epochs", "out", "checkpoint_every", "threads", "device", "log_every", "compile", "kernels")
+
+
 def resume_config(folder: str | os.PathLike, recipe: str | None = None, **options: Any) -> TrainConfig:
-    """The config of the run saved in `folder`, to continue it: only `epochs` (and `out`) may be given."""
+    """The config of the run saved in `folder`, to continue it: only the RESUME_MAY_CHANGE fields may be given."""
     cfg = load_config(folder)
-    changed = sorted(k for k, v in options.items() if v is not None and k not in ("epochs", "out"))
+    given = {k: v for k, v in options.items() if v is not None}
+    changed = sorted(k for k in given if k not in RESUME_MAY_CHANGE)
     if recipe is not None and recipe != cfg.recipe:
         changed.insert(0, "recipe")
     if changed:
-        raise ConfigError(f"cannot change {', '.join(changed)} when resuming {folder}; only --epochs may be raised")
-    return dataclasses.replace(cfg, epochs=options.get("epochs") or cfg.epochs, out=str(options.get("out") or folder))
+        raise ConfigError(f"cannot change {', '.join(changed)} when resuming {folder}; only the length (--epochs) "
+                          "and how it runs (--threads, --device, --checkpoint-every, --log-every, --compile, "
+                          "--kernels) may be given")
+    return dataclasses.replace(cfg, **{**given, "out": str(given.get("out") or folder)})
 
 
 def resolve_config(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
                    **options: Any) -> TrainConfig:
-    """The config of a run: a new one (`make_config`) or, with `resume`, the saved one (`resume_config`)."""
+    """The config of a run: a new one (`make_config`) or, with `resume`, the saved one (`resume_config`),
+    checked against this machine and its paths (`check_run`) before any work starts."""
     if resume is not None:
-        return resume_config(resume, recipe, **options)
-    return make_config(recipe, **options)
+        return check_run(resume_config(resume, recipe, **options))
+    return check_run(make_config(recipe, **options))
 
 
 def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
@@ -252,9 +427,11 @@ def load_config(folder: str | os.PathLike) -> TrainConfig:
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: {folder} is not a lenet run folder (written by --out)")
     try:
-        values = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON ({e})") from None
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be read ({e.strerror or e})") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} is not a lenet training config (not a JSON object)")
     return config_from_dict(values, str(path))

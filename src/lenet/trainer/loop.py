@@ -1,9 +1,15 @@
 """The training loop, readable top to bottom: `fit` runs one config, epoch by epoch, and reports test accuracy.
 
-    fit            set the process state, build the engine, resume, then per epoch:
-    train_epoch      one pass over the shuffled training images (one `train_step` per batch)
+    fit            lock the run folder, set the process state, build the engine, resume, then per epoch:
+    train_epoch      one pass over the shuffled training images (one `train_step` per batch), with a
+                     mid-epoch checkpoint every --checkpoint-every minutes
     end_epoch        validation accuracy, the epoch's line, the checkpoint, the caller's hook
     finish         test accuracy, the final checkpoint
+
+Checkpoints are committed atomically into the run folder (trainer/runfolder.py). A non-finite loss or
+weight stops the run (TrainingError) before anything is saved, so the last good checkpoint stays current;
+checked when an epoch ends and before each mid-epoch checkpoint, not after every step (that would sync host
+and device every step).
 
 `run_training` is what `lenet.train(...)` and `lenet train` call: it resolves the config (trainer/config.py),
 then fits it.
@@ -12,11 +18,12 @@ then fits it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,16 +32,23 @@ from torch import nn
 from tqdm import tqdm
 
 from .. import checkpoint
-from .._io import atomic_write_json, atomic_write_text
+from ..checkpoint import METRICS_NAME, RESUME_NAME, SIDECAR_NAME, WEIGHTS_NAME
+from ..errors import CheckpointError, Terminated, TrainingError
 from ..inference import EvalResult, evaluate, pick_device, to_input
 from ..optim import EpochHook, lr_multiplier
 from .config import TrainConfig, resolve_config
 from .engine import Engine, augmentation_generator, build_engine, epoch_permutation
+from .runfolder import RunFolder, check_agreement, config_identity, open_run, write_config
 from .state import training_state
 
 _MODULE_START = time.perf_counter()
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
+# Metrics that measure the machine, not the run: kept out of resume.safetensors, so identical runs write
+# identical bytes (metrics.jsonl and model.json keep them).
+TIMINGS = ("images_per_s", "seconds")
+# The mid-epoch state beside the weights, optimizer and global RNG in resume.safetensors.
+POSITION_TENSORS = ("loss_sum", "correct", "augment_rng")
 
 
 @dataclass(frozen=True)
@@ -58,68 +72,120 @@ def process_seconds() -> float:
         return time.perf_counter() - _MODULE_START
 
 
+@dataclass
+class Position:
+    """Where a run continues: after `epoch` whole epochs and `step` steps of the next one (0: at its start),
+    `seconds` into it, with the running sums and augmentation state those steps left (`tensors`)."""
+
+    epoch: int = 0
+    step: int = 0
+    seconds: float = 0.0
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def describe(self, steps: int) -> str:
+        return f"epoch {self.epoch + 1} at step {self.step}/{steps}" if self.step else f"epoch {self.epoch}"
+
+
 def run_training(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
-                 progress_bar: bool | None = False, command: str | None = None, **options: Any) -> TrainResult:
+                 progress_bar: bool | None = False, command: str | None = None, overwrite: bool = False,
+                 **options: Any) -> TrainResult:
     """Train with `options` (TrainConfig fields) over `recipe`; with `resume`, continue that run folder
-    (only `epochs` may change). Process-wide torch state is restored afterwards (trainer/state.py).
+    (only `epochs` and how it runs may change: config.RESUME_MAY_CHANGE); with `overwrite`, replace the run
+    that `out` holds. Process-wide torch state is restored afterwards (trainer/state.py).
 
     `command` is recorded in the run's model.json as what made it (`lenet train` passes its command line);
     by default, this call written out."""
     given = {"recipe": recipe, "resume": resume, **options}
     command = command or "lenet.train({})".format(", ".join(f"{k}={v!r}" for k, v in given.items() if v is not None))
     cfg = resolve_config(recipe=recipe, resume=resume, **options)
-    return fit(cfg, resume=resume, progress_bar=progress_bar, command=command)
+    return fit(cfg, resume=resume, progress_bar=progress_bar, command=command, overwrite=overwrite)
 
 
 def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: TextIO | None = None,
         progress_bar: bool | None = None, on_epoch_end: EpochCallback | None = None,
-        command: str | None = None) -> TrainResult:
+        command: str | None = None, overwrite: bool = False) -> TrainResult:
     """Train `cfg.model` on `cfg.dataset` and report test accuracy.
 
-    With `resume`, continue the run saved in that folder. `on_epoch_end(epoch, metrics)` is called after
+    With `resume`, continue the run saved in that folder; with `overwrite`, replace the run `cfg.out` holds
+    (without either, a folder holding a run is refused). `on_epoch_end(epoch, metrics)` is called after
     each epoch's checkpoint is on disk (tests use it to interrupt a run). `progress_bar=None`: a bar when
-    stderr is a terminal."""
+    stderr is a terminal. SIGTERM (errors.Terminated) is re-raised saying where the last checkpoint is."""
     stream = stream or sys.stdout
     device = pick_device(cfg.device)
-    with training_state(cfg, device):
-        engine = build_engine(cfg, device, command)
-        start_epoch, history = _start(engine, resume, stream)
-        engine.model.train()
-        for epoch in range(start_epoch, cfg.epochs):
-            metrics = train_epoch(engine, epoch, stream, progress_bar)
-            end_epoch(engine, metrics, history, stream, on_epoch_end)
-        return finish(engine, history, stream)
+    with open_run(cfg, resume, overwrite, command) as run:
+        try:
+            with training_state(cfg, device):
+                engine = build_engine(cfg, device, command)
+                position, history = _start(engine, run, resume, stream)
+                engine.model.train()
+                for epoch in range(position.epoch, cfg.epochs):
+                    start = position if epoch == position.epoch else None
+                    metrics = train_epoch(engine, epoch, stream, progress_bar, run, history, start)
+                    end_epoch(engine, run, metrics, history, stream, on_epoch_end)
+                return finish(engine, run, history, stream)
+        except Terminated:
+            raise Terminated(run.terminated_detail()) from None
 
 
-def _start(engine: Engine, resume: str | os.PathLike | None, stream: TextIO) -> tuple[int, list[dict[str, Any]]]:
-    """(first epoch to run, history so far): the saved progress when resuming (weights, optimizer and RNG
-    state restored), else (0, []). Writes config.json into the run folder."""
-    cfg = engine.cfg
-    start_epoch, history = 0, []
+def _start(engine: Engine, run: RunFolder, resume: str | os.PathLike | None,
+           stream: TextIO) -> tuple[Position, list[dict[str, Any]]]:
+    """(where to start, history so far): the saved position when resuming (weights, optimizer and RNG
+    state restored), else the start. Writes config.json into the run folder."""
+    position, history = Position(), []
     if resume is not None:
-        progress = checkpoint.load_training_state(resume, engine.model, engine.optimizer)
-        start_epoch, history = progress["epoch"], progress["history"]
-        print(f"Resuming {resume} after epoch {start_epoch}/{cfg.epochs}", file=stream)
-    if cfg.out:
-        atomic_write_json(Path(cfg.out) / "config.json", cfg.to_dict())
-    return start_epoch, history
+        position, history = _resume(engine, Path(resume), stream)
+        same = run.path is not None and os.path.exists(resume) and os.path.samefile(run.path, resume)
+        if same and (position.epoch or position.step):
+            run.committed = position.describe(engine.steps_per_epoch)
+    if run.path is not None:
+        write_config(run.path, engine.cfg)
+    return position, history
 
 
-def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool | None) -> dict[str, Any]:
-    """One pass over the training images in the epoch's order; returns the epoch's metrics."""
+def _resume(engine: Engine, folder: Path, stream: TextIO) -> tuple[Position, list[dict[str, Any]]]:
+    cfg = engine.cfg
+    nothing = not checkpoint.run_file(folder, RESUME_NAME).exists() and not os.path.lexists(folder / WEIGHTS_NAME)
+    if nothing and (folder / "config.json").is_file():
+        # killed before its first checkpoint: the config alone fixes the run, so starting over is resuming
+        print(f"Resuming {folder}: no checkpoint was written yet, starting its run from the beginning", file=stream)
+        return Position(), []
+    progress, tensors = checkpoint.restore_training_state(folder, engine.model, engine.optimizer)
+    check_agreement(folder, cfg, progress)
+    position = Position(progress["epoch"], progress.get("step", 0), progress.get("seconds", 0.0), tensors)
+    if position.step and set(POSITION_TENSORS) - set(tensors):
+        raise CheckpointError(f"{checkpoint.run_file(folder, RESUME_NAME)} is damaged (a mid-epoch state without "
+                              f"its {', '.join(POSITION_TENSORS)}): restore the run folder from a copy")
+    history = _with_timings(progress["history"], checkpoint.run_file(folder, METRICS_NAME))
+    if position.step:
+        where = f"in epoch {position.epoch + 1}/{cfg.epochs} at step {position.step}/{engine.steps_per_epoch}"
+    else:
+        where = f"after epoch {position.epoch}/{cfg.epochs}"
+    print(f"Resuming {folder} {where}", file=stream)
+    return position, history
+
+
+def _with_timings(history: list[dict[str, Any]], metrics: Path) -> list[dict[str, Any]]:
+    """`history` from resume.safetensors (timings left out) with the timings of its generation's metrics.jsonl."""
+    try:
+        rows = {row["epoch"]: row for row in map(json.loads, metrics.read_text(encoding="utf-8").splitlines())}
+    except (OSError, ValueError, KeyError, TypeError):
+        rows = {}
+    return [{**m, **{k: rows[m["epoch"]][k] for k in TIMINGS if k in rows.get(m["epoch"], {})}} for m in history]
+
+
+def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool | None, run: RunFolder | None = None,
+                history: list[dict[str, Any]] | None = None, start: Position | None = None) -> dict[str, Any]:
+    """One pass over the training images in the epoch's order (from `start`'s step, when it resumes one
+    mid-way), committing a mid-epoch checkpoint to `run` when one is due; returns the epoch's metrics."""
     cfg, train, steps = engine.cfg, engine.train, engine.steps_per_epoch
+    run, history = run or RunFolder(None), history if history is not None else []
+    start = start if start is not None and start.step else Position(epoch)
     order = epoch_permutation(len(train), cfg.seed, epoch, engine.device)
     augment_rng = augmentation_generator(cfg.seed, epoch, engine.device)
-    if isinstance(engine.optimizer, EpochHook):
-        # e.g. SDLM re-estimates its Hessian diagonal on a sample before each pass
-        sample = order[:500]
-        engine.optimizer.prepare_epoch(engine.model, engine.loss_fn,
-                                       to_input(train.images[sample], engine.channels_last), train.labels[sample])
-    # Running sums stay on the device: reading them every step would sync host and device each step.
-    loss_sum = torch.zeros((), device=engine.device)
-    correct = torch.zeros((), dtype=torch.long, device=engine.device)
-    bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-               disable=not progress_bar if progress_bar is not None else None, file=sys.stderr)
+    _prepare_epoch(engine, order, resumed=start.step > 0)
+    loss_sum, correct = _running_sums(engine, start, augment_rng)
+    bar = tqdm(range(start.step, steps), initial=start.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+               leave=False, disable=not progress_bar if progress_bar is not None else None, file=sys.stderr)
     t0 = time.perf_counter()
     for step in bar:
         _set_lr(engine, epoch * steps + step)
@@ -129,12 +195,58 @@ def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool |
         if cfg.log_every and (step + 1) % cfg.log_every == 0:
             bar.write(f"Epoch [{epoch + 1}/{cfg.epochs}], Step [{step + 1}/{steps}], Loss: {loss.item():.4f}",
                       file=stream)
+        if run.due() and step + 1 < steps:
+            sums = {"loss_sum": loss_sum, "correct": correct, "augment_rng": augment_rng.get_state()}
+            save_mid_epoch(engine, run, history, Position(epoch, step + 1, start.seconds + time.perf_counter() - t0,
+                                                          sums))
+    check_finite(engine, run, epoch + 1, loss_sum)
     n = len(train)
     metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n * 100}
-    seconds = time.perf_counter() - t0  # after .item(): the device has finished the epoch
+    seconds = start.seconds + time.perf_counter() - t0  # after .item(): the device has finished the epoch
     bar.close()
     metrics.update({"images_per_s": n / seconds, "seconds": seconds, "lr": engine.optimizer.param_groups[0]["lr"]})
     return metrics
+
+
+def _prepare_epoch(engine: Engine, order: torch.Tensor, resumed: bool) -> None:
+    """The optimizer's work before a pass (e.g. SDLM re-estimates its Hessian diagonal on a sample). An
+    epoch resumed mid-way keeps the estimate made at its start, which the restored optimizer state holds."""
+    if not isinstance(engine.optimizer, EpochHook):
+        return
+    kept = None
+    if resumed:  # copies of the per-parameter dicts: prepare_epoch replaces their entries
+        state = engine.optimizer.state_dict()
+        kept = {"state": {i: dict(s) for i, s in state["state"].items()}, "param_groups": state["param_groups"]}
+    sample = order[:500]
+    engine.optimizer.prepare_epoch(engine.model, engine.loss_fn,
+                                   to_input(engine.train.images[sample], engine.channels_last),
+                                   engine.train.labels[sample])
+    if kept is not None:
+        engine.optimizer.load_state_dict(kept)
+
+
+def _running_sums(engine: Engine, start: Position,
+                  augment_rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The epoch's summed loss and correct count (zero, or as `start` left them; the augmentation generator
+    too). They stay on the device: reading them every step would sync host and device each step."""
+    loss_sum = torch.zeros((), device=engine.device)
+    correct = torch.zeros((), dtype=torch.long, device=engine.device)
+    if start.step:
+        loss_sum.copy_(start.tensors["loss_sum"])
+        correct.copy_(start.tensors["correct"])
+        augment_rng.set_state(start.tensors["augment_rng"])
+    return loss_sum, correct
+
+
+def check_finite(engine: Engine, run: RunFolder, epoch: int, loss_sum: torch.Tensor) -> None:
+    """Stop the run (TrainingError) when the running loss or a weight is not finite: one host sync."""
+    params = [p.detach().isfinite().all() for p in engine.model.parameters()]
+    if torch.stack([loss_sum.isfinite(), *params]).all().item():
+        return
+    loss = loss_sum.item()
+    what = f"loss became {loss}" if not math.isfinite(loss) else "weights became non-finite"
+    raise TrainingError(f"the training {what} in epoch {epoch}; {run.kept()}; lower --lr (now {engine.cfg.lr}) "
+                        "or add --warmup-epochs, and check the data")
 
 
 def _set_lr(engine: Engine, global_step: int) -> None:
@@ -175,8 +287,8 @@ def train_step(engine: Engine, x: torch.Tensor, y: torch.Tensor, loss_sum: torch
     return loss
 
 
-def end_epoch(engine: Engine, metrics: dict[str, Any], history: list[dict[str, Any]], stream: TextIO,
-              on_epoch_end: EpochCallback | None) -> None:
+def end_epoch(engine: Engine, run: RunFolder, metrics: dict[str, Any], history: list[dict[str, Any]],
+              stream: TextIO, on_epoch_end: EpochCallback | None) -> None:
     """Validation accuracy, the epoch's summary line, the run folder's files, then the caller's hook."""
     cfg = engine.cfg
     if engine.data.val is not None:
@@ -186,22 +298,39 @@ def end_epoch(engine: Engine, metrics: dict[str, Any], history: list[dict[str, A
     print(f"Epoch {metrics['epoch']}/{cfg.epochs}: train loss {metrics['train_loss']:.4f}, train acc "
           f"{metrics['train_accuracy']:.2f}%{val}, {metrics['images_per_s']:,.0f} images/s, "
           f"{metrics['seconds']:.1f} s", file=stream)
-    if cfg.out:
-        save_epoch(Path(cfg.out), engine, history)
+    if run.path is not None:
+        save_epoch(engine, run, history)
     if on_epoch_end is not None:
         on_epoch_end(metrics["epoch"], metrics)
 
 
-def save_epoch(out: Path, engine: Engine, history: list[dict[str, Any]]) -> None:
-    """The resume state, the checkpoint and metrics.jsonl after an epoch."""
+def save_epoch(engine: Engine, run: RunFolder, history: list[dict[str, Any]]) -> None:
+    """Commit the checkpoint, the resume state and metrics.jsonl after an epoch, in one step."""
     epoch = history[-1]["epoch"]
-    # resume state first: if we die between the two writes, resuming redoes nothing twice
-    checkpoint.save_training_state(out, engine.model, engine.optimizer, {"epoch": epoch, "history": history})
-    checkpoint.save_checkpoint(out, engine.model, record_info(engine, history, history[-1]))
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+    files = checkpoint.checkpoint_files(engine.model, record_info(engine, history, history[-1]))
+    progress = _progress(engine, history, Position(epoch))
+    files[RESUME_NAME] = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress)
+    files[METRICS_NAME] = "".join(json.dumps(m) + "\n" for m in history).encode()
+    run.commit(files, keep=(), what=f"epoch {epoch}")
 
 
-def finish(engine: Engine, history: list[dict[str, Any]], stream: TextIO) -> TrainResult:
+def save_mid_epoch(engine: Engine, run: RunFolder, history: list[dict[str, Any]], position: Position) -> None:
+    """Commit a mid-epoch resume state; the weights and record stay those of the last whole epoch."""
+    check_finite(engine, run, position.epoch + 1, position.tensors["loss_sum"])
+    progress = _progress(engine, history, position)
+    data = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress, position.tensors)
+    run.commit({RESUME_NAME: data}, keep=(WEIGHTS_NAME, SIDECAR_NAME, METRICS_NAME),
+               what=position.describe(engine.steps_per_epoch))
+
+
+def _progress(engine: Engine, history: list[dict[str, Any]], position: Position) -> dict[str, Any]:
+    """The JSON part of resume.safetensors: the position, the history (timings aside) and the config's hash."""
+    return {"epoch": position.epoch, "step": position.step, "seconds": position.seconds,
+            "history": [{k: v for k, v in m.items() if k not in TIMINGS} for m in history],
+            "config_sha256": config_identity(engine.cfg.to_dict())}
+
+
+def finish(engine: Engine, run: RunFolder, history: list[dict[str, Any]], stream: TextIO) -> TrainResult:
     """Test accuracy of the trained network, the final checkpoint, and the result."""
     cfg, model = engine.cfg, engine.model
     model.eval()
@@ -209,11 +338,11 @@ def finish(engine: Engine, history: list[dict[str, Any]], stream: TextIO) -> Tra
     wall = process_seconds()
     print(f"Test Accuracy: {test.accuracy:.2f}%", file=stream)
     print(f"Wall time: {wall:.1f} s from process start", file=stream)
-    out = Path(cfg.out) if cfg.out else None
-    if out:
+    if run.path is not None:
         metrics = {**(history[-1] if history else {}), "test_accuracy": test.accuracy, "test_errors": test.errors}
-        checkpoint.save_checkpoint(out, model, record_info(engine, history, metrics))
-    return TrainResult(model, cfg, history, test, out, wall)
+        files = checkpoint.checkpoint_files(model, record_info(engine, history, metrics))
+        run.commit(files, keep=(RESUME_NAME, METRICS_NAME), what=f"epoch {history[-1]['epoch'] if history else 0}")
+    return TrainResult(model, cfg, history, test, run.path, wall)
 
 
 def record_info(engine: Engine, history: list[dict[str, Any]], metrics: dict[str, Any]) -> dict[str, Any]:
