@@ -14,7 +14,7 @@ PACKAGE = "lenet"
 
 # Bottom to top. A module may import from its own layer or any layer below it, never above.
 LAYERS = [
-    ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy"],
+    ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy", "lenet.hardware"],
     ["lenet.registry"],
     ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim"],
     ["lenet.inference"],

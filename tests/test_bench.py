@@ -4,7 +4,9 @@ import json
 
 import pytest
 
+from lenet.bench import BenchResult, format_result
 from lenet.cli import main
+from lenet.hardware import Cpu
 
 
 def test_bench_json_keys_and_sane_values(capsys):
@@ -18,6 +20,42 @@ def test_bench_json_keys_and_sane_values(capsys):
     ratio = result["lenet_train_images_per_s"] / result["tutorial_train_images_per_s"]
     assert result["speedup"] == pytest.approx(ratio)
     assert result["latency_ms"] < 1000
+    # against the hardware: the seed network's counted FLOPs (tests/test_flops.py), this CPU's detected peak
+    assert result["flops_per_image"] == {"forward": 567_974, "training_step": 1_526_428, "other_forward": 9_164,
+                                         "other_backward": 9_164}
+    assert result["achieved_gflops"] == pytest.approx(result["lenet_train_images_per_s"] * 1_526_428 / 1e9)
+    cpu = result["cpu"]
+    assert set(cpu["how"]) == {"model", "vector_bits", "fma", "cores", "ghz"} and cpu["cores"] >= 1
+    assert result["peak_gflops"] == pytest.approx(cpu["cores"] * cpu["ghz"] * cpu["flops_per_cycle"])
+    assert result["fraction_of_peak"] == pytest.approx(result["achieved_gflops"] / result["peak_gflops"])
+
+
+def test_bench_cpu_overrides_reach_the_peak(capsys):
+    code = main(["bench", "--json", "--repeats", "1", "--tutorial-steps", "2", "--epochs", "1", "--train-size",
+                 "512", "--inference-batch", "64", "--threads", "1", "--fma-units", "1", "--cpu-ghz", "2"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["cpu"]["fma_units"], result["cpu"]["ghz"]) == (1, 2.0)
+    assert result["peak_gflops"] == result["cpu"]["cores"] * 2.0 * (result["cpu"]["fma_bits"] // 32) * 2
+
+
+def test_text_output_has_one_hardware_line_and_how_each_factor_was_found():
+    cpu = Cpu(model="AMD EPYC", vector_bits=512, fma_units=2, fma_bits=512, cores=2, logical_cpus=2, ghz=2.5,
+              how={"model": "m", "vector_bits": "v", "fma": "f", "cores": "c", "ghz": "g"})
+    result = BenchResult(device="cpu", threads=2, tutorial_threads=2, tutorial_train_images_per_s=8_000.0,
+                         lenet_train_images_per_s=40_000.0, speedup=5.0, inference_images_per_s=1.0,
+                         latency_ms=0.2, lenet_settings={"batch_size": 1024, "precision": "bf16", "compile": False,
+                                                         "kernels": "matmul"},
+                         cpu=cpu.to_dict(), peak_gflops=cpu.peak_gflops,
+                         flops_per_image={"forward": 567_974, "training_step": 1_526_428, "other_forward": 9_164,
+                                          "other_backward": 9_164},
+                         achieved_gflops=40_000 * 1_526_428 / 1e9, fraction_of_peak=40_000 * 1_526_428 / 1e9 / 320)
+    lines = format_result(result).splitlines()
+    assert lines[-3] == ("hardware: 1.53 MFLOP per training image (forward 0.57) x 40,000 images/s = 61.1 GFLOP/s, "
+                         "19.1% of 320 GFLOP/s fp32 peak (AMD EPYC, 2 cores; lenet used 2 threads)")
+    assert lines[-2] == ("  peak: AMD EPYC: 2 cores x 2.50 GHz x 2 FMA x 512-bit (64 fp32 FLOP/cycle/core; AVX "
+                         "width 512) = fp32 peak 320 GFLOP/s")
+    assert lines[-1] == "  detected: model from m; vector_bits from v; fma from f; cores from c; ghz from g"
 
 
 def test_bench_rejects_non_positive_counts(capsys):

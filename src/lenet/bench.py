@@ -11,6 +11,11 @@ even when the absolute numbers are noisy (shared CPUs, laptops on battery):
 
 Then inference: images/s at a large batch under `inference_mode`, and the latency of one image.
 Every number is the median of several repetitions after a warm-up.
+
+Against the hardware: the `seed` network's FLOPs per training image, counted from its stage declaration
+(models/summary.py: flops_per_image), times lenet's images/s gives the achieved GFLOP/s of the training step;
+divided by the CPU's fp32 FMA peak (hardware.py: detect_cpu, which says how it found each factor) it gives the
+fraction of peak. Only the conv / linear FLOPs count; the memory-bound element passes are reported apart.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ from typing import Any
 import torch
 
 from .data import MNIST_FILES, SHIPPED_MNIST, Split
+from .hardware import Cpu, detect_cpu
 from .inference import pick_device, predict_split, to_input
 from .models import get_model
+from .models.summary import NetworkFlops, flops_per_image
 from .trainer.config import make_config
 from .trainer.engine import training_network
 from .trainer.loop import fit
@@ -53,6 +60,11 @@ class BenchResult:
     inference_precision: str = "fp32"
     inference_fp32_images_per_s: float = 0.0
     torch_version: str = torch.__version__
+    cpu: dict[str, Any] = field(default_factory=dict)  # hardware.Cpu.to_dict(): model, widths, cores, GHz, how
+    peak_gflops: float | None = None  # fp32 FMA peak of all the CPU's cores
+    flops_per_image: dict[str, int] = field(default_factory=dict)  # seed network: forward, training_step, ...
+    achieved_gflops: float = 0.0  # lenet's training step: images/s x training-step FLOPs per image
+    fraction_of_peak: float | None = None  # achieved / peak (None off the CPU, or with the clock unknown)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,10 +171,14 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
               train_size: int | None = None, batch_size: int = 1024, precision: str = "bf16",
               compile: bool = False, kernels: str = "auto", device: str = "auto", threads: int | None = None,
               inference_batch: int = 10000, latency_calls: int = 200,
-              tutorial_threads: int | None = None) -> BenchResult:
+              tutorial_threads: int | None = None, fma_units: int | None = None,
+              cpu_ghz: float | None = None) -> BenchResult:
     """Measure everything; `repeats` samples per number (lenet: `epochs` timed epochs, default `repeats`).
-    torch's thread count is set for each side and restored at the end."""
+    torch's thread count is set for each side and restored at the end. `fma_units` / `cpu_ghz` override
+    the CPU detection (hardware.detect_cpu)."""
     dev = pick_device(device)
+    cpu = detect_cpu(fma_units=fma_units, ghz=cpu_ghz)  # first: a bad override fails before the measuring
+    flops = flops_per_image(get_model("seed"))
     # The tutorial runs as its script does, with torch's default thread count (or --threads for both sides);
     # lenet picks one thread per idle core (trainer.state.auto_threads), one of its tricks. On idle cores both
     # are the core count; on a busy machine they differ, and the JSON records both.
@@ -186,13 +202,33 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
     finally:
         torch.set_num_threads(before)
     tutorial_ips, lenet_ips = statistics.median(tutorial), statistics.median(lenet_samples)
+    achieved = lenet_ips * flops.training_step / 1e9
+    peak = cpu.peak_gflops if dev.type == "cpu" else None
     return BenchResult(device=str(dev), threads=threads, tutorial_threads=tutorial_threads,
                        tutorial_train_images_per_s=tutorial_ips,
                        lenet_train_images_per_s=lenet_ips, speedup=lenet_ips / tutorial_ips,
                        inference_images_per_s=statistics.median(inference), latency_ms=latency,
                        lenet_settings=settings, lenet_first_epoch_seconds=first_epoch,
                        tutorial_samples=tutorial, lenet_samples=lenet_samples, inference_batch=inference_batch,
-                       inference_precision=precision, inference_fp32_images_per_s=statistics.median(inference_fp32))
+                       inference_precision=precision, inference_fp32_images_per_s=statistics.median(inference_fp32),
+                       cpu=cpu.to_dict(), peak_gflops=cpu.peak_gflops, flops_per_image=flop_counts(flops),
+                       achieved_gflops=achieved, fraction_of_peak=None if peak is None else achieved / peak)
+
+
+def flop_counts(flops: NetworkFlops) -> dict[str, int]:
+    """The JSON form of summary.NetworkFlops: per image, weighted (conv / linear) and element-wise apart."""
+    return {"forward": flops.forward, "training_step": flops.training_step, "other_forward": flops.other_forward,
+            "other_backward": flops.other_backward}
+
+
+def hardware_line(r: BenchResult) -> str:
+    """One line: the training step's FLOPs, achieved GFLOP/s and the fraction of the CPU's fp32 peak."""
+    f = r.flops_per_image
+    fraction = "unknown peak" if r.fraction_of_peak is None else f"{r.fraction_of_peak:.1%} of"
+    peak = "" if r.peak_gflops is None else f" {r.peak_gflops:,.0f} GFLOP/s fp32 peak"
+    return (f"hardware: {f['training_step'] / 1e6:.2f} MFLOP per training image (forward {f['forward'] / 1e6:.2f}) "
+            f"x {r.lenet_train_images_per_s:,.0f} images/s = {r.achieved_gflops:.1f} GFLOP/s, {fraction}{peak} "
+            f"({r.cpu['model']}, {r.cpu['cores']} cores; lenet used {r.threads} threads)")
 
 
 def format_result(r: BenchResult) -> str:
@@ -209,5 +245,8 @@ def format_result(r: BenchResult) -> str:
         f"inference, {r.inference_batch} images: {r.inference_images_per_s:,.0f} images/s ({r.inference_precision}; "
         f"fp32: {r.inference_fp32_images_per_s:,.0f})",
         f"latency, one image: {r.latency_ms:.3f} ms",
+        hardware_line(r),
+        f"  peak: {Cpu.from_dict(r.cpu).describe()}",
+        "  detected: " + "; ".join(f"{k} from {v}" for k, v in r.cpu["how"].items()),
     ]
     return "\n".join(lines)

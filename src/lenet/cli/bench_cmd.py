@@ -18,7 +18,10 @@ def add_parser(subparsers) -> None:
         description="Train the `seed` network with the tutorial's pipeline (torchvision + DataLoader, batch 64, "
                     "fp32) and with lenet's engine, side by side in this process; print images/s of each, their "
                     "ratio, inference images/s and single-image latency. Medians of several repetitions, warm-up "
-                    "excluded.",
+                    "excluded. Then against the hardware: FLOPs per training image (counted from the network), "
+                    "lenet's achieved GFLOP/s and its fraction of the CPU's fp32 peak (cores x clock x FMA units "
+                    "x lanes x 2, each detected from /proc/cpuinfo, /sys and the affinity mask; the output says "
+                    "how).",
         epilog="examples:\n  lenet bench\n  lenet bench --json\n  lenet bench --compile --repeats 7",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5, help="samples per number; the median is reported (default 5)")
@@ -30,6 +33,12 @@ def add_parser(subparsers) -> None:
     engine = p.add_argument_group("lenet's engine (the flags of `lenet train`; --threads applies to both sides)")
     add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS)
     p.add_argument("--inference-batch", type=int, default=10000, metavar="N", help="default 10000")
+    cpu = p.add_argument_group("the CPU's peak (detected; these override)")
+    cpu.add_argument("--fma-units", type=int, metavar="N",
+                     help="FMA units per core (default: a table by CPU vendor/family; env LENET_FMA_UNITS)")
+    cpu.add_argument("--cpu-ghz", type=float, metavar="GHZ",
+                     help="clock in GHz (default: cpufreq's maximum, else /proc/cpuinfo's 'cpu MHz'; "
+                          "env LENET_CPU_GHZ)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_bench)
 
@@ -41,13 +50,15 @@ def run_bench(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..trainer.config import check_run, make_config
 
-    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch"):
+    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch", "fma_units", "cpu_ghz"):
         value = getattr(args, name)
         if value is not None and value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+            kind = "number" if name == "cpu_ghz" else "integer"
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive {kind}, got {value}")
     engine = train_options(args, ENGINE_FLAGS)
     check_run(make_config(**engine))  # every bad engine flag in one line, before the minutes of measuring start
     result = run_bench(repeats=args.repeats, tutorial_steps=args.tutorial_steps, epochs=args.epochs,
-                       train_size=args.train_size, inference_batch=args.inference_batch, **engine)
+                       train_size=args.train_size, inference_batch=args.inference_batch,
+                       fma_units=args.fma_units, cpu_ghz=args.cpu_ghz, **engine)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0

@@ -3,6 +3,7 @@
     config.py   the frozen `TrainConfig` and its resolution (defaults < network < recipe < flags < resume);
                 imports no torch, so the CLI builds its flags and `--help` from it
     state.py    `training_state`: threads, global seed, deterministic mode, set and restored
+    threads.py  `ThreadPolicy`: the CPU thread count, adapted during the run by timing its own steps
     engine.py   what a run trains with: resident data, network, training network, loss, optimizer
     loop.py     `fit` (one config, epoch by epoch), `run_training` (what `lenet.train` calls), `TrainResult`
 

@@ -114,8 +114,9 @@ class TrainConfig:
     deterministic: bool = _option(False, "bit-reproducible runs (same machine, same thread count)", "run", bool)
     device: str = _option("auto", "auto = CUDA, else Apple's MPS, else the CPU", "run", str,
                           choices=DEVICES)
-    threads: int | None = _option(None, "CPU threads; default: one per idle core (with --deterministic: torch's "
-                                  "default)", "run", int, metavar="N")
+    threads: int | None = _option(None, "CPU threads, pinned; default: adapted during the run by timing its steps "
+                                  "at 1..cores threads (with --deterministic: torch's default, fixed)", "run", int,
+                                  metavar="N")
     precision: str = _option("fp32", "fp32, or bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs; benchmarks/README.md)",
                              "run", str, choices=PRECISIONS)
     compile: bool = _option(False, "torch.compile the network (pays after a one-off compile; CUDA graphs on GPU)",

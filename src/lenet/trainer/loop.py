@@ -2,7 +2,8 @@
 
     fit            lock the run folder, set the process state, build the engine, resume, then per epoch:
     train_epoch      one pass over the shuffled training images (one `train_step` per batch), with a
-                     mid-epoch checkpoint every --checkpoint-every minutes
+                     mid-epoch checkpoint every --checkpoint-every minutes; each step is timed for the
+                     thread policy, which may change the thread count (trainer/threads.py)
     end_epoch        validation accuracy, the epoch's line, the checkpoint, the caller's hook
     finish         test accuracy, the final checkpoint
 
@@ -40,13 +41,15 @@ from .config import TrainConfig, resolve_config
 from .engine import Engine, augmentation_generator, build_engine, epoch_permutation
 from .runfolder import RunFolder, check_agreement, config_identity, open_run, write_config
 from .state import training_state
+from .threads import ThreadPolicy
 
 _MODULE_START = time.perf_counter()
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 # Metrics that measure the machine, not the run: kept out of resume.safetensors, so identical runs write
-# identical bytes (metrics.jsonl and model.json keep them).
-TIMINGS = ("images_per_s", "seconds")
+# identical bytes (metrics.jsonl and model.json keep them). The thread count adapts to the machine's load
+# (trainer/threads.py).
+TIMINGS = ("images_per_s", "seconds", "threads", "thread_switches")
 # The mid-epoch state beside the weights, optimizer and global RNG in resume.safetensors.
 POSITION_TENSORS = ("loss_sum", "correct", "augment_rng")
 
@@ -117,14 +120,21 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
             with training_state(cfg, device):
                 engine = build_engine(cfg, device, command)
                 position, history = _start(engine, run, resume, stream)
+                threads = ThreadPolicy.for_run(cfg, device, engine.steps_per_epoch, _writer(stream))
                 engine.model.train()
                 for epoch in range(position.epoch, cfg.epochs):
                     start = position if epoch == position.epoch else None
-                    metrics = train_epoch(engine, epoch, stream, progress_bar, run, history, start)
+                    metrics = train_epoch(engine, epoch, stream, progress_bar, run, history, start, threads)
                     end_epoch(engine, run, metrics, history, stream, on_epoch_end)
+                threads.close()
                 return finish(engine, run, history, stream)
         except Terminated:
             raise Terminated(run.terminated_detail()) from None
+
+
+def _writer(stream: TextIO) -> Callable[[str], None]:
+    """Print a line to `stream` above a progress bar, if one is showing."""
+    return lambda text: tqdm.write(text, file=stream)
 
 
 def _start(engine: Engine, run: RunFolder, resume: str | os.PathLike | None,
@@ -174,11 +184,14 @@ def _with_timings(history: list[dict[str, Any]], metrics: Path) -> list[dict[str
 
 
 def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool | None, run: RunFolder | None = None,
-                history: list[dict[str, Any]] | None = None, start: Position | None = None) -> dict[str, Any]:
+                history: list[dict[str, Any]] | None = None, start: Position | None = None,
+                threads: ThreadPolicy | None = None) -> dict[str, Any]:
     """One pass over the training images in the epoch's order (from `start`'s step, when it resumes one
-    mid-way), committing a mid-epoch checkpoint to `run` when one is due; returns the epoch's metrics."""
+    mid-way), committing a mid-epoch checkpoint to `run` when one is due, timing every step for the thread
+    policy `threads` (default: the process's count, fixed); returns the epoch's metrics."""
     cfg, train, steps = engine.cfg, engine.train, engine.steps_per_epoch
     run, history = run or RunFolder(None), history if history is not None else []
+    threads = threads or ThreadPolicy(None, _writer(stream))
     start = start if start is not None and start.step else Position(epoch)
     order = epoch_permutation(len(train), cfg.seed, epoch, engine.device)
     augment_rng = augmentation_generator(cfg.seed, epoch, engine.device)
@@ -187,11 +200,13 @@ def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool |
     bar = tqdm(range(start.step, steps), initial=start.step, total=steps, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                leave=False, disable=not progress_bar if progress_bar is not None else None, file=sys.stderr)
     t0 = time.perf_counter()
+    threads.begin_epoch(epoch, start.step)
     for step in bar:
         _set_lr(engine, epoch * steps + step)
         idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
         x, y = _batch(engine, idx, augment_rng)
         loss = train_step(engine, x, y, loss_sum, correct)
+        threads.step(len(y))
         if cfg.log_every and (step + 1) % cfg.log_every == 0:
             bar.write(f"Epoch [{epoch + 1}/{cfg.epochs}], Step [{step + 1}/{steps}], Loss: {loss.item():.4f}",
                       file=stream)
@@ -204,7 +219,8 @@ def train_epoch(engine: Engine, epoch: int, stream: TextIO, progress_bar: bool |
     metrics = {"epoch": epoch + 1, "train_loss": loss_sum.item() / n, "train_accuracy": correct.item() / n * 100}
     seconds = start.seconds + time.perf_counter() - t0  # after .item(): the device has finished the epoch
     bar.close()
-    metrics.update({"images_per_s": n / seconds, "seconds": seconds, "lr": engine.optimizer.param_groups[0]["lr"]})
+    metrics.update({"images_per_s": n / seconds, "seconds": seconds, "lr": engine.optimizer.param_groups[0]["lr"],
+                    **threads.end_epoch()})
     return metrics
 
 

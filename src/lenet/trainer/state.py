@@ -28,7 +28,8 @@ CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def auto_threads() -> int:
-    """One thread per core that no other process is using right now (at least one).
+    """One thread per core that no other process is using right now (at least one), from a 50-ms snapshot.
+    Training no longer uses it: its ThreadPolicy (trainer/threads.py) adapts the count during the run.
 
     torch's OpenMP threads meet at a barrier after every operator; when another process holds a core, every
     barrier waits for a scheduler time slice. Measured on 2 shared cores: 2 threads fell to ~1.5k images/s
@@ -113,12 +114,11 @@ class ProcessState:
 
 
 def apply_settings(cfg: TrainConfig, device: torch.device) -> None:
-    """Threads, the global seed and deterministic mode for `cfg`, then the allocator (in this order: the
-    seed before anything draws from the global RNG)."""
+    """Threads (when pinned), the global seed and deterministic mode for `cfg`, then the allocator (in this
+    order: the seed before anything draws from the global RNG)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    elif device.type == "cpu" and not cfg.deterministic:  # deterministic runs keep a fixed thread count
-        torch.set_num_threads(auto_threads())
+    # otherwise the loop's ThreadPolicy sets the count during the run (trainer/threads.py), or keeps the process's
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
