@@ -23,15 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from lenet.hardware import detect_cpu
+
 LENET = [sys.executable, "-m", "lenet"]
 
 
 def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown"
+    return detect_cpu().model
 
 
 def run_sweep(flags: list[str], trials: int, workers: int, threads: int, folder: Path) -> dict:

@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from lenet.hardware import detect_cpu
+
 # The child for the "old" policy: the snapshot the old default took after importing torch, then a pinned run.
 OLD = ("import sys; from lenet.trainer.state import auto_threads; from lenet.cli import main; "
        "sys.argv = ['lenet', *sys.argv[1:], '--threads', str(auto_threads())]; sys.exit(main())")
@@ -48,11 +50,7 @@ PLAN = [("idle", "adaptive"), ("idle", "pinned2"), ("idle", "pinned1"), ("idle",
 
 
 def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return "unknown"
+    return detect_cpu().model
 
 
 def hogs(n: int) -> list[subprocess.Popen]:
