@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from ._io import atomic_write, atomic_write_json, file_digest
+from ._io import _umask, atomic_write, atomic_write_json, file_digest
 from ._version import __version__
 from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, WeightsRecord
 from .data import Split
@@ -330,8 +330,3 @@ def _put_in_place(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
     shutil.rmtree(old, ignore_errors=True)
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 from .._io import atomic_write_json
 from ..errors import ConfigError, Terminated
+from ..trainer.config import usable_cores
 from .report import SWEEP_FILE, format_table, write_report
 from .spec import SweepSpec, differences
 from .study import StudyRef, counts, enqueue_missing, held_identity, open_study, sqlite_url
@@ -42,13 +43,9 @@ class SweepOutcome:
     seconds: float
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def threads_per_worker(workers: int, threads: int | None) -> int:
     """--threads if given, else the cores split evenly between the workers (at least one each)."""
-    return threads or max(1, cores() // workers)
+    return threads or max(1, usable_cores() // workers)
 
 
 def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> None:

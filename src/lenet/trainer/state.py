@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from .config import TrainConfig
+from .config import TrainConfig, usable_cores
 
 # cuBLAS reads this when it creates a handle; ":4096:8" makes its reductions run in a fixed order
 # (the setting torch's reproducibility notes give).
@@ -34,7 +34,7 @@ def auto_threads() -> int:
     torch's OpenMP threads meet at a barrier after every operator; when another process holds a core, every
     barrier waits for a scheduler time slice. Measured on 2 shared cores: 2 threads fell to ~1.5k images/s
     where 1 thread kept ~14k; on idle cores 2 threads give ~2x one thread (benchmarks/README.md)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     try:
         busy = []
         for _ in range(5):  # /proc/loadavg's 4th field: runnable tasks right now, this one included
