@@ -19,7 +19,7 @@ LAYERS = [
     ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim"],
     ["lenet.inference"],
     ["lenet.checkpoint", "lenet.weights", "lenet.trainer", "lenet.predict", "lenet.viz", "lenet.export",
-     "lenet.bench", "lenet.committee"],
+     "lenet.bench", "lenet.committee", "lenet.speedrun"],
     ["lenet.api", "lenet", "lenet.sweep"],
     ["lenet.cli", "lenet.serve", "lenet.__main__"],
 ]

@@ -20,7 +20,7 @@ from lenet.models.seed_matmul import SeedAsMatmuls
 from lenet.models.staged import Stage, StagedNetwork
 
 # (trainable parameters, connections) of `lenet summary`: the tutorial's network and Table/figure 2's.
-SUMMARY_TOTALS = {"seed": (44_426, 290_814), "classic": (60_000, 340_908)}
+SUMMARY_TOTALS = {"seed": (44_426, 290_814), "classic": (60_000, 340_908), "modern": (56_714, 5_074_730)}
 
 
 def _composed(model: StagedNetwork, x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +125,8 @@ def test_classic_sdlm_layers_are_its_stages_before_the_rbf_output():
 
 
 def test_the_registry_declares_what_each_network_offers():
-    assert list_models() == ["seed", "classic"]
+    assert list_models() == ["seed", "classic", "modern"]
+    assert model_entry("modern").init_choices == () and model_entry("modern").matmul_form is None
     assert model_entry("classic").init_choices == tuple(INIT_RULES)  # declared torch-free, so checked here
     assert model_entry("seed").init_choices == ()
     assert model_entry("classic").train_defaults["loss"] == "map"

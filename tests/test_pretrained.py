@@ -20,7 +20,7 @@ from lenet.trainer.config import FIELD_NAMES, config_from_dict, make_config
 from lenet.weights import WEIGHTS_DIR, list_shipped, load_network, read_record
 
 ROOT = Path(__file__).resolve().parent.parent
-SHIPPED = [record.model for record in list_shipped()]
+SHIPPED = [record.model for record in list_shipped() if record.model in list_models()]  # networks, not committees
 
 
 def _json(value):

@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 import lenet  # noqa: E402
 from lenet.models import list_models  # noqa: E402
+from lenet.weights import shipped_committees  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BODY_MB = 1  # small, so the oversized-body test sends little
@@ -152,7 +153,8 @@ def _file(data: bytes, name: str = "digit.png", mime: str = "image/png") -> dict
 def test_health_models_and_openapi(client):
     assert client.get("/healthz").json()["status"] == "ok"
     models = client.get("/api/models").json()
-    assert [m["name"] for m in models["models"]] == list_models()  # every registered network, classic included
+    # every registered network, classic included, then the shipped committees
+    assert [m["name"] for m in models["models"]] == list_models() + shipped_committees()
     assert models["default"] == "seed"
     seed = next(m for m in models["models"] if m["name"] == "seed")
     assert seed["available"] and seed["description"]
@@ -369,7 +371,7 @@ def draw(page, strokes) -> None:
 
 def test_browser_model_picker_lists_every_network(page, server):
     options = page.locator("#model option")
-    assert options.count() == len(list_models())
+    assert options.count() == len(list_models()) + len(shipped_committees())
     texts = options.all_text_contents()
     assert texts[0].startswith("seed")
     if server.pretrained:

@@ -29,6 +29,7 @@ from lenet.serve import create_app  # noqa: E402
 from lenet.serve import store as serve_store  # noqa: E402
 from lenet.serve.reading import first_feature_maps  # noqa: E402
 from lenet.serve.schema import PixelsRequest  # noqa: E402
+from lenet.weights import shipped_committees  # noqa: E402
 
 PIXELS = {"pixels": [0] * 784}
 
@@ -41,7 +42,8 @@ def seed() -> nn.Module:
 def test_models_lists_every_registered_network(seed):
     with TestClient(create_app(models={"seed": seed})) as client:
         listed = client.get("/api/models").json()
-    assert [m["name"] for m in listed["models"]] == list_models()
+    # every registered network, then the shipped committees
+    assert [m["name"] for m in listed["models"]] == list_models() + shipped_committees()
     assert listed["default"] == "seed"
     assert all(set(m) == {"name", "description", "test_accuracy", "available", "source"} for m in listed["models"])
 
@@ -127,10 +129,11 @@ def test_pixels_request_schema(case):
 def test_feature_maps_of_every_registered_network():
     images = torch.zeros(1, 28, 28, dtype=torch.uint8)
     images[0, 6:22, 12:16] = 255
+    first_two_convolutions = {"seed": [6, 16], "classic": [6, 16], "modern": [32, 48]}
     for name in list_models():
         maps = first_feature_maps(get_model(name).eval(), images)
         assert len(maps) == 2, name
-        assert [m["channels"] for m in maps] == [6, 16], name  # the first two convolution stages
+        assert [m["channels"] for m in maps] == first_two_convolutions[name], name
         for m in maps:
             assert len(base64.b64decode(m["data"])) == m["channels"] * m["height"] * m["width"]
 
@@ -205,6 +208,7 @@ def _shipped_only(monkeypatch, names: list[str], accuracy: float | None = 99.0) 
     monkeypatch.setattr(serve_store, "list_shipped",
                         lambda: [SimpleNamespace(model=n, test_accuracy=accuracy) for n in names])
     monkeypatch.setattr(serve_store, "load_network", lambda source, **_: get_model(source))
+    monkeypatch.setattr(serve_store, "shipped_committees", lambda: [])
 
 
 def test_unavailable_network_is_listed_but_refused(monkeypatch, seed):

@@ -57,10 +57,29 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+# Test-time augmentation: the image as given and moved by one pixel each way; their probabilities averaged.
+TTA_SHIFTS = ((0, 0), (0, 1), (0, -1), (1, 0), (-1, 0))
+
+
+def shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`x` (N, C, H, W) moved by (dy, dx) pixels, blank (0) where the move uncovers the frame."""
+    h, w = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    return padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
+def tta_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Log of the mean class probabilities over the TTA_SHIFTS views of `x`: scores whose argmax is the
+    averaged prediction."""
+    probs = torch.stack([model(shifted(x, dy, dx)).float().softmax(1) for dy, dx in TTA_SHIFTS])
+    return probs.mean(0).log()
+
+
 @torch.inference_mode()
 def scores_in_chunks(model: nn.Module, images: torch.Tensor, batch_size: int | None = None,
-                     precision: str = "fp32", channels_last: bool | None = None) -> torch.Tensor:
-    """Scores (N, 10) of uint8 (N, 28, 28) images, on the model's device, in eval mode.
+                     precision: str = "fp32", channels_last: bool | None = None, tta: bool = False) -> torch.Tensor:
+    """Scores (N, 10) of uint8 (N, 28, 28) images, on the model's device, in eval mode; with `tta`, those of
+    `tta_scores` (five views per image, reported beside the plain number, never instead of it).
 
     On CPU, chunks of 1024 keep the activations in cache: 1.5x the images/s of one 10,000-image call
     (benchmarks/README.md). `precision="bf16"` is another ~2x on AMX CPUs, at the cost of rare flips
@@ -77,7 +96,7 @@ def scores_in_chunks(model: nn.Module, images: torch.Tensor, batch_size: int | N
         for start in range(0, len(images), batch_size):
             x = to_input(images[start:start + batch_size].to(device), channels_last)
             with autocast():
-                chunks.append(model(x).float())
+                chunks.append(tta_scores(model, x) if tta else model(x).float())
     finally:
         model.train(was_training)
     return torch.cat(chunks) if chunks else torch.empty(0, NUM_CLASSES, device=device)
@@ -91,9 +110,9 @@ def probabilities(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 def predict_split(model: nn.Module, split: Split, batch_size: int | None = None,
-                  precision: str = "fp32") -> torch.Tensor:
-    """Predicted class of every image of `split`."""
-    return scores_in_chunks(model, split.images, batch_size, precision).argmax(1)
+                  precision: str = "fp32", tta: bool = False) -> torch.Tensor:
+    """Predicted class of every image of `split` (with `tta`: from the averaged views, `tta_scores`)."""
+    return scores_in_chunks(model, split.images, batch_size, precision, tta=tta).argmax(1)
 
 
 @dataclass(frozen=True)
@@ -113,9 +132,9 @@ class EvalResult:
                 "per_class_accuracy": self.per_class, "confusion_matrix": self.confusion}
 
 
-def evaluate(model: nn.Module, split: Split, num_classes: int = NUM_CLASSES) -> EvalResult:
-    """Accuracy, per-class accuracy and confusion matrix of `model` on `split`."""
-    predictions = predict_split(model, split).cpu()
+def evaluate(model: nn.Module, split: Split, num_classes: int = NUM_CLASSES, tta: bool = False) -> EvalResult:
+    """Accuracy, per-class accuracy and confusion matrix of `model` on `split` (`tta`: see `tta_scores`)."""
+    predictions = predict_split(model, split, tta=tta).cpu()
     labels = split.labels.cpu()
     confusion = torch.bincount(labels * num_classes + predictions, minlength=num_classes ** 2)
     confusion = confusion.reshape(num_classes, num_classes)

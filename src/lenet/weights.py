@@ -3,7 +3,9 @@
 A *source* is either
 
   * a `str` equal to a registered network's name (`"seed"`, `"classic"`): the weights shipped with lenet,
-    `models/weights/NAME.safetensors` with its record `NAME.json`; or
+    `models/weights/NAME.safetensors` with its record `NAME.json`;
+  * a `str` equal to a shipped committee's name (`"modern-committee"`): the committee folder
+    `models/weights/NAME/` (lenet.committee); or
   * anything else (`"runs/seed"`, `"./seed"`, any `pathlib.Path`): a path to a run folder written by
     `lenet train --out`, or to its `model.safetensors`.
 
@@ -39,7 +41,7 @@ from .errors import CheckpointError, ConfigError
 from .models import get_model, list_models
 
 __all__ = ["DEFAULT_NETWORK", "WEIGHTS_DIR", "WeightsRecord", "adopt", "is_name", "list_shipped", "load_network",
-           "read_record", "resolve", "source_from_options", "upgrade"]
+           "read_record", "resolve", "shipped_committees", "source_from_options", "upgrade"]
 
 WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
 # The network a command uses when given neither --model nor --checkpoint.
@@ -49,8 +51,18 @@ Source = str | os.PathLike
 
 
 def is_name(source: Source) -> bool:
-    """True when `source` means shipped weights: a `str` equal to a registered network's name."""
-    return isinstance(source, str) and source in list_models()
+    """True when `source` means shipped weights: a `str` equal to a registered network's name, or to the name
+    of a committee shipped with lenet (`shipped_committees`)."""
+    return isinstance(source, str) and (source in list_models() or source in shipped_committees())
+
+
+def shipped_committees() -> list[str]:
+    """Names of the committees shipped with lenet ("modern-committee"): the folders of WEIGHTS_DIR that hold a
+    committee.json. A network's name is never one (networks come first)."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir()
+                  if (p / committee.MANIFEST_NAME).is_file() and p.name not in list_models())
 
 
 def resolve(source: Source) -> Path:
@@ -104,7 +116,9 @@ def load_network(source: Source, *, device: torch.device | str = "cpu",
 
 def _committee_folder(source: Source) -> Path | None:
     """The committee folder `source` names (the folder, or its committee.json), else None. A registered
-    name always means shipped weights, never a committee."""
+    network's name always means its shipped weights, never a committee; a shipped committee's name means it."""
+    if isinstance(source, str) and source in shipped_committees():
+        return WEIGHTS_DIR / source
     if is_name(source) or not isinstance(source, (str, os.PathLike)):
         return None
     return committee.folder_of(source) if committee.is_committee(source) else None
@@ -112,8 +126,9 @@ def _committee_folder(source: Source) -> Path | None:
 
 def list_shipped() -> list[WeightsRecord]:
     """The records of the weights shipped with lenet, one per registered network that has them, in
-    registration order."""
-    return [read_record(name) for name in list_models() if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
+    registration order, then those of the shipped committees."""
+    networks = [read_record(name) for name in list_models() if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
+    return networks + [read_record(name) for name in shipped_committees()]
 
 
 def source_from_options(model: str | None, checkpoint_path: Source | None) -> tuple[Source, str | None]:
@@ -124,7 +139,10 @@ def source_from_options(model: str | None, checkpoint_path: Source | None) -> tu
     `--model`, if given, is the network it must hold. Without it, the shipped weights of `--model`
     (default DEFAULT_NETWORK)."""
     if model is not None and model not in list_models():
-        raise ConfigError(f"unknown network {model!r}; registered: {', '.join(list_models())}")
+        if model in shipped_committees() and checkpoint_path is None:
+            return model, None
+        shipped = f"; shipped committees: {', '.join(shipped_committees())}" if shipped_committees() else ""
+        raise ConfigError(f"unknown network {model!r}; registered: {', '.join(list_models())}{shipped}")
     if checkpoint_path is not None:
         return Path(checkpoint_path), model
     return model or DEFAULT_NETWORK, None

@@ -18,7 +18,8 @@ import sys
 from .._version import __version__
 
 # Display order; each NAME is implemented by the module `NAME_cmd` in this package.
-COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve", "sweep", "committee"]
+COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve", "sweep", "committee",
+            "speedrun"]
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_help: str = "") -> None:

@@ -22,6 +22,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, mps")
+    p.add_argument("--tta", action="store_true",
+                   help="test-time augmentation: average the probabilities of the image and its four one-pixel "
+                        "shifts (reported beside the plain accuracy, which stays the headline)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_eval)
 
@@ -34,12 +37,12 @@ def run_eval(args: argparse.Namespace) -> int:
     record = read_record(args.checkpoint)
     dataset = args.dataset or record.dataset or "mnist"
     model = load_network(args.checkpoint, device=pick_device(args.device), expected_model=args.model)
-    result = evaluate(model, load_dataset(dataset, args.data_root).test)
+    result = evaluate(model, load_dataset(dataset, args.data_root).test, tta=args.tta)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "model": record.model, "dataset": dataset,
-                          "sha256": record.sha256, **result.to_dict()}))
+                          "sha256": record.sha256, "tta": args.tta, **result.to_dict()}))
         return 0
-    print(format_report(record.model, dataset, result))
+    print(format_report(record.model + (" with test-time augmentation" if args.tta else ""), dataset, result))
     return 0
 
 

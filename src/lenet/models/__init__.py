@@ -3,6 +3,7 @@
 
     seed.py       `seed`: the tutorial's LeNet-5     seed_matmul.py: its matrix-product form (CPU bf16)
     classic.py    `classic`: the 1998 paper's LeNet-5, from the building blocks in layers.py
+    modern.py     `modern`: LeNet-5's shape and budget with batch norm, max-pooling and dropout
     staged.py     StagedNetwork: a network declared once as its list of stages
     summary.py    the layer table of `lenet summary`
     _api.py       the registry MODELS and get_model, matmul_form, feature_maps, ...
@@ -36,6 +37,10 @@ MODELS.add(ModelEntry(
     train_defaults={"init": "lecun-uniform", "loss": "map", "optimizer": "sdlm", "lr": 1e-4, "schedule": "paper",
                     "epochs": 20, "batch_size": 8},
     init_choices=("paper", "lecun-uniform"),  # the keys of layers.INIT_RULES (tests/test_models.py checks)
+))
+MODELS.add(ModelEntry(
+    "modern", "lenet.models.modern:ModernLeNet5",
+    "LeNet-5's three convolutions under its 60k-parameter budget, with batch norm, max-pooling and dropout",
 ))
 
 __all__ = ["MODELS", "ModelEntry", "feature_maps", "format_table", "get_model", "layer_table", "list_models",

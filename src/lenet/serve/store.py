@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import ConfigError, LenetError
 from ..models import list_models, model_entry
-from ..weights import list_shipped, load_network, read_record
+from ..weights import list_shipped, load_network, read_record, shipped_committees
 from .http_errors import ApiError
 
 
@@ -53,6 +53,10 @@ def registered_entries() -> dict[str, Entry]:
             # A registered name always means the shipped weights, whatever the working directory holds.
             entries[name] = Entry(name, model_entry(name).description, record.test_accuracy, "pretrained",
                                   partial(load_network, name, device="cpu"))
+    for name in shipped_committees():  # after the networks: each is the mean of shipped members
+        record = read_record(name)
+        entries[name] = Entry(name, record.description or name, record.test_accuracy, "pretrained",
+                              partial(load_network, name, device="cpu"))
     return entries
 
 

@@ -105,6 +105,9 @@ class TrainConfig:
                                    "the steps)", "how", float)
     augment: str = _option("none", "batched on-device augmentation", "how", str, choices=AUGMENTATIONS,
                            described=True)
+    ema: float = _option(0.0, "decay of an exponential moving average of the weights (batch-norm statistics "
+                         "included), updated every step; the average is what is evaluated and saved. 0 = off",
+                         "how", float, metavar="DECAY")
     loss: str = _option("cross_entropy", "training criterion", "how", str, choices=LOSSES, described=True)
     label_smoothing: float = _option(0.0, "cross-entropy label smoothing", "how", float)
     map_j: float = _option(10.0, "j of the MAP loss: e^-j caps the push on wrong classes", "how", float)
@@ -224,7 +227,8 @@ _INTEGERS: dict[str, tuple[int, int]] = {
 # momentum, betas and label smoothing of 1 would never forget a gradient or learn nothing from the labels.
 _REALS: dict[str, tuple[float, float | None, bool, bool]] = {
     "lr": (0, None, True, False), "momentum": (0, 1, False, True), "weight_decay": (0, None, False, False),
-    "warmup_epochs": (0, None, False, False), "label_smoothing": (0, 1, False, True), "map_j": (0, None, True, False)}
+    "warmup_epochs": (0, None, False, False), "label_smoothing": (0, 1, False, True), "map_j": (0, None, True, False),
+    "ema": (0, 1, False, True)}
 _BOOLS = ("nesterov", "deterministic", "compile")
 _OPTIONAL_STRINGS = ("data_root", "out", "init", "recipe")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..augment import Augmentation, get_augmentation
 from ..data import Dataset, Split, load_dataset
@@ -43,6 +44,14 @@ def training_network(model: nn.Module, device: torch.device, kernels: str, preci
         raise ConfigError(f"--kernels matmul: network {getattr(model, 'model_name', type(model).__name__)!r} has "
                           "no matrix-product form (seed has one); use --kernels conv or auto")
     return model
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel | None:
+    """torch's moving-average copy of `model` with `decay` per step, batch-norm statistics averaged too (they
+    belong to the averaged weights, not the raw ones); None when `decay` is 0."""
+    if not decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def compile_model(model: nn.Module, device: torch.device) -> nn.Module:
@@ -81,7 +90,13 @@ class Engine:
     raw_pixels: bool  # batches go in as the resident uint8 images (the matrix-product form reads them)
     channels_last: bool
     autocast: Callable[[], AbstractContextManager]
+    ema: AveragedModel | None = None  # the moving average of `model` (--ema), evaluated and saved instead
     command: str | None = None  # what started the run, for the run folder's record
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """What validation, test and the saved weights use: the moving average with --ema, else the network."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def steps_per_epoch(self) -> int:
@@ -122,7 +137,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, command: str | None = N
     # last, smaller batch of an epoch runs eagerly instead of triggering a second compile.
     train_net = training_network(model, device, cfg.kernels, cfg.precision, cfg.batch_size, cfg.compile)
     step_model = compile_model(train_net, device) if cfg.compile else train_net
-    return Engine(cfg=cfg, device=device, data=data, train=train, model=model, loss_fn=loss_fn,
+    ema = build_ema(model, cfg.ema)
+    return Engine(cfg=cfg, device=device, data=data, train=train, model=model, loss_fn=loss_fn, ema=ema,
                   augmentation=augmentation, optimizer=optimizer, train_net=train_net, step_model=step_model,
                   # the matrix-product form reads the uint8 images itself (no float copy); augmentations need floats
                   raw_pixels=train_net is not model and augmentation is None,

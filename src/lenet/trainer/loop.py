@@ -52,6 +52,7 @@ EpochCallback = Callable[[int, dict[str, Any]], None]
 TIMINGS = ("images_per_s", "seconds", "threads", "thread_switches")
 # The mid-epoch state beside the weights, optimizer and global RNG in resume.safetensors.
 POSITION_TENSORS = ("loss_sum", "correct", "augment_rng")
+EMA_PREFIX = "ema."  # the moving average's tensors among resume.safetensors' extra tensors
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,7 @@ def _resume(engine: Engine, folder: Path, stream: TextIO) -> tuple[Position, lis
         return Position(), []
     progress, tensors = checkpoint.restore_training_state(folder, engine.model, engine.optimizer)
     check_agreement(folder, cfg, progress)
+    restore_ema(engine, tensors, folder)
     position = Position(progress["epoch"], progress.get("step", 0), progress.get("seconds", 0.0), tensors)
     if position.step and set(POSITION_TENSORS) - set(tensors):
         raise CheckpointError(f"{checkpoint.run_file(folder, RESUME_NAME)} is damaged (a mid-epoch state without "
@@ -172,6 +174,26 @@ def _resume(engine: Engine, folder: Path, stream: TextIO) -> tuple[Position, lis
         where = f"after epoch {position.epoch}/{cfg.epochs}"
     print(f"Resuming {folder} {where}", file=stream)
     return position, history
+
+
+def ema_tensors(engine: Engine) -> dict[str, torch.Tensor]:
+    """The moving average's state for resume.safetensors ("ema.NAME"); none without --ema."""
+    if engine.ema is None:
+        return {}
+    return {f"{EMA_PREFIX}{k}": v for k, v in engine.ema.state_dict().items()}
+
+
+def restore_ema(engine: Engine, tensors: dict[str, torch.Tensor], folder: Path) -> None:
+    """Put the saved moving average back (`tensors`: resume.safetensors' extra tensors)."""
+    if engine.ema is None:
+        return
+    saved = {k[len(EMA_PREFIX):]: v for k, v in tensors.items() if k.startswith(EMA_PREFIX)}
+    try:
+        engine.ema.load_state_dict(saved)
+    except RuntimeError as e:
+        raise CheckpointError(f"{checkpoint.run_file(folder, RESUME_NAME)} is damaged (its moving average of the "
+                              f"weights does not fit the network: {str(e).splitlines()[0]}): restore the run folder "
+                              "from a copy") from None
 
 
 def _with_timings(history: list[dict[str, Any]], metrics: Path) -> list[dict[str, Any]]:
@@ -300,6 +322,8 @@ def train_step(engine: Engine, x: torch.Tensor, y: torch.Tensor, loss_sum: torch
     engine.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     engine.optimizer.step()
+    if engine.ema is not None:
+        engine.ema.update_parameters(engine.model)
     return loss
 
 
@@ -308,9 +332,13 @@ def end_epoch(engine: Engine, run: RunFolder, metrics: dict[str, Any], history: 
     """Validation accuracy, the epoch's summary line, the run folder's files, then the caller's hook."""
     cfg = engine.cfg
     if engine.data.val is not None:
-        metrics["val_accuracy"] = evaluate(engine.model, engine.data.val).accuracy
+        metrics["val_accuracy"] = evaluate(engine.eval_model, engine.data.val).accuracy
+        if engine.ema is not None:  # the raw weights too: what the average adds, measured on every run
+            metrics["val_accuracy_raw"] = evaluate(engine.model, engine.data.val).accuracy
     history.append(metrics)
     val = f", val acc {metrics['val_accuracy']:.2f}%" if "val_accuracy" in metrics else ""
+    if "val_accuracy_raw" in metrics:
+        val += f" (without the moving average {metrics['val_accuracy_raw']:.2f}%)"
     print(f"Epoch {metrics['epoch']}/{cfg.epochs}: train loss {metrics['train_loss']:.4f}, train acc "
           f"{metrics['train_accuracy']:.2f}%{val}, {metrics['images_per_s']:,.0f} images/s, "
           f"{metrics['seconds']:.1f} s", file=stream)
@@ -323,9 +351,9 @@ def end_epoch(engine: Engine, run: RunFolder, metrics: dict[str, Any], history: 
 def save_epoch(engine: Engine, run: RunFolder, history: list[dict[str, Any]]) -> None:
     """Commit the checkpoint, the resume state and metrics.jsonl after an epoch, in one step."""
     epoch = history[-1]["epoch"]
-    files = checkpoint.checkpoint_files(engine.model, record_info(engine, history, history[-1]))
+    files = checkpoint.checkpoint_files(engine.eval_model, record_info(engine, history, history[-1]))
     progress = _progress(engine, history, Position(epoch))
-    files[RESUME_NAME] = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress)
+    files[RESUME_NAME] = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress, ema_tensors(engine))
     files[METRICS_NAME] = "".join(json.dumps(m) + "\n" for m in history).encode()
     run.commit(files, keep=(), what=f"epoch {epoch}")
 
@@ -334,7 +362,8 @@ def save_mid_epoch(engine: Engine, run: RunFolder, history: list[dict[str, Any]]
     """Commit a mid-epoch resume state; the weights and record stay those of the last whole epoch."""
     check_finite(engine, run, position.epoch + 1, position.tensors["loss_sum"])
     progress = _progress(engine, history, position)
-    data = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress, position.tensors)
+    data = checkpoint.training_state_bytes(engine.model, engine.optimizer, progress,
+                                           {**position.tensors, **ema_tensors(engine)})
     run.commit({RESUME_NAME: data}, keep=(WEIGHTS_NAME, SIDECAR_NAME, METRICS_NAME),
                what=position.describe(engine.steps_per_epoch))
 
@@ -348,14 +377,19 @@ def _progress(engine: Engine, history: list[dict[str, Any]], position: Position)
 
 def finish(engine: Engine, run: RunFolder, history: list[dict[str, Any]], stream: TextIO) -> TrainResult:
     """Test accuracy of the trained network, the final checkpoint, and the result."""
-    cfg, model = engine.cfg, engine.model
+    cfg, model = engine.cfg, engine.eval_model
+    engine.model.eval()
     model.eval()
     test = evaluate(model, engine.data.test)
-    wall = process_seconds()
     print(f"Test Accuracy: {test.accuracy:.2f}%", file=stream)
+    metrics = {**(history[-1] if history else {}), "test_accuracy": test.accuracy, "test_errors": test.errors}
+    if engine.ema is not None:  # reported beside, never used to choose: the saved weights are the average's
+        raw = evaluate(engine.model, engine.data.test)
+        print(f"Test Accuracy without the moving average: {raw.accuracy:.2f}%", file=stream)
+        metrics.update(test_accuracy_raw=raw.accuracy, test_errors_raw=raw.errors)
+    wall = process_seconds()
     print(f"Wall time: {wall:.1f} s from process start", file=stream)
     if run.path is not None:
-        metrics = {**(history[-1] if history else {}), "test_accuracy": test.accuracy, "test_errors": test.errors}
         files = checkpoint.checkpoint_files(model, record_info(engine, history, metrics))
         run.commit(files, keep=(RESUME_NAME, METRICS_NAME), what=f"epoch {history[-1]['epoch'] if history else 0}")
     return TrainResult(model, cfg, history, test, run.path, wall)

@@ -53,10 +53,16 @@ _GENERATION = re.compile(re.escape(GENERATION_PREFIX) + r"(\d{6,})")
 _NOT_IDENTITY = ("epochs", "out", "checkpoint_every", "threads", "device", "log_every", "compile", "kernels")
 
 
+# Fields added to TrainConfig after resume states began to carry this hash, with the value every earlier run
+# had: at that value they are left out of the hash, so a run started by an earlier lenet still resumes.
+_ADDED_LATER = {"ema": 0.0}
+
+
 def config_identity(config: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a run's config (TrainConfig.to_dict()), less the fields a resumed
     run may change: equal for the config.json, model.json and resume.safetensors of one run."""
-    kept = {k: v for k, v in config.items() if k not in _NOT_IDENTITY}
+    kept = {k: v for k, v in config.items()
+            if k not in _NOT_IDENTITY and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
