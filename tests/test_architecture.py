@@ -146,7 +146,7 @@ def test_imports_run_down_the_layers():
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["eval", "--help"], ["summary", "--help"],
                                   ["predict", "--help"], ["viz", "--help"], ["export", "--help"],
-                                  ["bench", "--help"], ["serve", "--help"], ["--version"]])
+                                  ["bench", "--help"], ["serve", "--help"], ["speedrun", "--help"], ["--version"]])
 def test_help_imports_no_torch(argv):
     code = ("import sys, time\nt = time.perf_counter()\nfrom lenet.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"

@@ -7,7 +7,8 @@ import pytest
 from lenet.cli import COMMANDS, build_parser, main
 
 # Written out, not read from the parser: a command lost from the parser must fail these tests.
-EXPECTED_COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve", "sweep", "committee"]
+EXPECTED_COMMANDS = ["train", "eval", "summary", "predict", "viz", "export", "bench", "serve", "sweep", "committee",
+                     "speedrun"]
 
 
 def test_every_command_is_registered():
