@@ -4,6 +4,7 @@ and a sweep killed with SIGKILL that continues where it stopped."""
 
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -205,7 +206,10 @@ def test_sweep_killed_with_sigkill_continues_without_repeating_finished_trials(t
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0, again.stderr
-    assert f"{len(finished)} complete" in again.stdout.splitlines()[0]
+    # A worker killed between writing trial.json and telling the study leaves its trial "running" there (at
+    # most one per worker): the header counts what the study knew; the finished run is kept (asserted below).
+    complete_at_start = int(re.search(r"(\d+) complete", again.stdout.splitlines()[0]).group(1))
+    assert len(finished) - 2 <= complete_at_start <= len(finished)
     trials = study_trials(folder)
     complete = [t for t in trials if t.state.name == "COMPLETE"]
     assert len(complete) == 6 and len({t.user_attrs["key"] for t in complete}) == 6
