@@ -26,12 +26,13 @@ $LENET_CMD > "$LOG/lenet.log"; t2=$(date +%s.%N)
 tutorial_acc=$(grep -o 'Test Accuracy: [0-9.]*' "$LOG/tutorial.log" | grep -o '[0-9.]*$')
 lenet_acc=$(grep -o 'Test Accuracy: [0-9.]*' "$LOG/lenet.log" | grep -o '[0-9.]*$')
 $PY - "$OUT/tutorial_vs_lenet.json" <<PYEOF
-import json, os, platform, sys, time
+import json, os, sys, time
 import torch
+from lenet.hardware import detect_cpu
 t, l = float("$t1") - float("$t0"), float("$t2") - float("$t1")
 result = {
     "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    "machine": detect_cpu().model, "amx": "amx_tile" in open("/proc/cpuinfo").read(), "cpus": os.cpu_count(), "torch": torch.__version__,
     "load_average_at_end": os.getloadavg(),
     "tutorial": {"command": "$TUTORIAL_CMD", "wall_s": round(t, 2), "test_accuracy": float("$tutorial_acc")},
     "lenet": {"command": "$LENET_CMD", "wall_s": round(l, 2), "test_accuracy": float("$lenet_acc")},

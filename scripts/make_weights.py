@@ -6,6 +6,7 @@
                                                        # of exactly the command below
     python scripts/make_weights.py seed classic --rewrite-records
                                                        # no training: rewrite NAME.json for the shipped weights
+    python scripts/make_weights.py seed --onnx-only    # no training: export NAME.onnx again
 
 For each NAME it runs `lenet train --model NAME <flags> --out runs/weights/NAME` (the flags: TRAIN_FLAGS[NAME],
 then those given here, which take every `lenet train` flag), measures the test accuracy on the real MNIST
@@ -19,6 +20,10 @@ schema: the config becomes the one the recorded command builds (checked against 
 holds; fields added to TrainConfig since take the value that command gives them), the command and
 description are derived from that config, and the test accuracy is measured again and must equal the
 recorded one to the digit. History, creation time and versions are kept: they describe the training run.
+
+Every mode ends by exporting the shipped weights to NAME.onnx (its specification NAME.onnx.json records its
+SHA-256 and that of the weights), parity with PyTorch checked on the 10,000 test images: the graph `lenet
+predict` runs without importing torch (lenet.shipped_onnx). `--onnx-only` does only that.
 """
 
 from __future__ import annotations
@@ -259,6 +264,25 @@ def rewrite_record(name: str):
     return record
 
 
+def write_onnx(name: str) -> None:
+    """Export the shipped weights of `name` to NAME.onnx beside them, parity-checked on the test set, and read it
+    back as `lenet predict` will (lenet.shipped_onnx checks both SHA-256)."""
+    from lenet import shipped_onnx
+    from lenet.data import load_dataset
+    from lenet.export import export
+    from lenet.weights import load_network, read_record
+
+    record = read_record(name)
+    spec = export(load_network(name), shipped_onnx.graph_path(name), "onnx",
+                  check_images=load_dataset("mnist").test.images,
+                  source={"weights": f"{name}.safetensors", "sha256": record.sha256})
+    shipped_onnx.load(name)
+    parity = spec["parity"]
+    print(f"{name}: {shipped_onnx.graph_path(name).name}, {shipped_onnx.graph_path(name).stat().st_size:,} bytes, "
+          f"same class on {parity['same_class']:,} of {parity['images']:,} test images, "
+          f"max score difference {parity['max_abs_diff']:.1e}")
+
+
 def _user_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[str]:
     """The training flags given on this command line, one token list in TrainConfig field order."""
     from lenet.cli.flags import train_options
@@ -284,19 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", default=str(ROOT / "runs" / "weights"), help="where the training runs go")
     parser.add_argument("--rewrite-records", action="store_true",
                         help="no training: rewrite the records of the shipped weights in the current schema")
+    parser.add_argument("--onnx-only", action="store_true",
+                        help="no training: export the shipped weights to NAME.onnx again")
     add_train_arguments(parser)
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in list_models()]
     if unknown:
         parser.error(f"unknown network(s) {', '.join(unknown)}; registered: {', '.join(list_models())}")
     flags = _user_flags(args, parser)
-    if args.rewrite_records and (flags or args.reuse):
-        parser.error("--rewrite-records trains nothing: it takes no training flags and no --reuse")
+    for mode in ("rewrite_records", "onnx_only"):
+        if getattr(args, mode) and (flags or args.reuse):
+            parser.error(f"--{mode.replace('_', '-')} trains nothing: it takes no training flags and no --reuse")
     for name in args.names:
         if args.rewrite_records:
             rewrite_record(name)
-        else:
+        elif not args.onnx_only:
             make(name, Path(args.runs).resolve(), args.reuse, flags)
+        write_onnx(name)
     return 0
 
 

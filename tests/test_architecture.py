@@ -14,9 +14,10 @@ PACKAGE = "lenet"
 
 # Bottom to top. A module may import from its own layer or any layer below it, never above.
 LAYERS = [
-    ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy", "lenet.hardware"],
+    ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy", "lenet.hardware", "lenet.idx"],
     ["lenet.registry"],
-    ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim"],
+    ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim",
+     "lenet.shipped_onnx"],
     ["lenet.inference"],
     ["lenet.checkpoint", "lenet.weights", "lenet.trainer", "lenet.predict", "lenet.viz", "lenet.export",
      "lenet.bench", "lenet.committee", "lenet.speedrun"],

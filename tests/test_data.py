@@ -88,3 +88,21 @@ def test_offline_torchvision_dataset_names_where_to_put_files(tmp_path, monkeypa
     monkeypatch.setattr(tvd, "FashionMNIST", offline)
     with pytest.raises(DataError, match=r"FashionMNIST is not in .*FashionMNIST/raw and could not be downloaded"):
         load_dataset("fashionmnist", data_root=tmp_path)
+
+
+def test_reading_started_early_gives_the_same_arrays_and_its_errors(raw_root):
+    from lenet import idx
+
+    raw = raw_root / "MNIST" / "raw"
+    idx.start_reading(raw)  # what `lenet train` does before it imports torch
+    early = idx.read_mnist_arrays(raw)
+    now = idx.read_mnist_arrays(raw)  # nothing started: read on the spot
+    assert {k: v.shape for k, v in early.items()} == {"train_images": (60000, 28, 28), "train_labels": (60000,),
+                                                      "test_images": (10000, 28, 28), "test_labels": (10000,)}
+    assert all(np.array_equal(early[k], now[k]) for k in idx.MNIST_FILES)
+    assert early["train_images"].flags.writeable
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    idx.start_reading(raw)
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte\.gz is truncated or not a valid gzip file"):
+        idx.read_mnist_arrays(raw)
+    assert not idx._started  # the failed reading was handed over, not kept

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write, atomic_write_json
+from ._io import atomic_write, atomic_write_json, file_digest
 from ._paths import check_output_file
 from ._version import __version__
 from .checkpoint import INPUT_SPEC, OUTPUT_SPEC
@@ -158,6 +158,7 @@ def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check
     spec = {
         "format": format,
         "file": out.name,
+        "sha256": file_digest(out, "sha256"),
         "model": getattr(model, "model_name", None),
         "input": {"name": INPUT_NAME, **INPUT_SPEC},
         "output": {"name": OUTPUT_NAME, **OUTPUT_SPEC},

@@ -18,9 +18,7 @@ from torch import nn
 
 from .data import Split
 from .errors import ConfigError
-
-SIDE = 28
-NUM_CLASSES = 10
+from .shipped_onnx import NUM_CLASSES, SIDE  # defined where torch-free code (predict's ONNX path) reads them
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -27,7 +27,9 @@ read exactly as many photos right but take 5-7x as long (12 MP photo, one core: 
 
 The public functions (`open_image`, `preprocess`, `predict_files`, `find_digits`, `read_number`,
 `debug_sheet`) are what `lenet predict` and `lenet serve` share; keep their signatures stable. The network's
-side (uint8 images in, probabilities out) is `lenet.inference.probabilities`.
+side (uint8 images in, probabilities out) is `lenet.inference.probabilities`, or a shipped network's ONNX
+graph (`lenet.shipped_onnx.OnnxNetwork`); this module imports torch only when a torch network reads, so that
+`lenet predict` with a shipped graph never loads it (1.3-1.7 s of a 2-core machine's time).
 """
 
 from __future__ import annotations
@@ -39,16 +41,20 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from . import inference
 from ._paths import read_regular_file
 from .errors import ImageError
-from .inference import SIDE
+from .shipped_onnx import SIDE, OnnxNetwork
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    # What reads the digits: a torch network, or a shipped network's ONNX graph (lenet.shipped_onnx).
+    Network = nn.Module | OnnxNetwork
 
 # 40 MP: more than any phone photo; a bigger image is refused before its pixels are decoded, so a tiny
 # compressed file cannot expand into gigabytes (a decompression bomb).
@@ -92,7 +98,7 @@ _ROW_GAP = 1.2
 _SPLIT_ASPECT = 1.45
 _MAYBE_TOUCHING = 1.05
 # MNIST's geometry (LeCun et al.): the digit is scaled into a 20x20 box and centred by mass in 28x28.
-BOX = 20  # the side of the digit's box; SIDE (28, the networks' input) comes from lenet.inference
+BOX = 20  # the side of the digit's box; SIDE (28, the networks' input) comes from lenet.shipped_onnx
 # Centre of mass of the MNIST training digits, in (row, column) pixel-index coordinates (measured:
 # mean over the 60,000 training images: 14.00 and 14.01, std 0.29 -- pixel 14, not the 13.5 middle).
 _TARGET_COM = (14.0, 14.0)
@@ -157,13 +163,31 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
 # --- preprocessing: the page ------------------------------------------------------------------------------
 
 def preprocess(image: Any) -> torch.Tensor:
-    """An image of one digit, any size, mode or polarity -> uint8 (28, 28), ink bright, MNIST-style.
+    """An image of one digit, any size, mode or polarity -> uint8 (28, 28) tensor, ink bright, MNIST-style.
 
     A photo of several digits in a row gives one image of all of them (as a scan of "42" always did);
     `find_digits` and `read_number` read them one by one. Raises `ImageError` when the image holds no ink."""
+    import torch
+
+    return torch.from_numpy(preprocess_pixels(image))
+
+
+def preprocess_pixels(image: Any) -> np.ndarray:
+    """`preprocess` as a uint8 (28, 28) numpy array (no torch needed)."""
     page = _analyse(image, one_digit=True)
     pieces = [label for digit in page.digits for label in digit.labels]
-    return torch.from_numpy(_normalise(page, _Digit(pieces)))
+    return _normalise(page, _Digit(pieces))
+
+
+def probabilities(model: Network, images: np.ndarray) -> np.ndarray:
+    """Class probabilities (N, 10) for uint8 (N, 28, 28) images, from a torch network or a shipped graph."""
+    if isinstance(model, OnnxNetwork):
+        return model.probabilities(images)
+    import torch
+
+    from . import inference
+
+    return inference.probabilities(model, torch.from_numpy(images)).numpy()
 
 
 @dataclass
@@ -686,7 +710,7 @@ def _width_prior(width: float) -> float:
     return 0.0
 
 
-def read_number(model: nn.Module, image: Any) -> NumberReading:
+def read_number(model: Network, image: Any) -> NumberReading:
     """Read the number written in `image` (a PIL image, as `open_image` returns), left to right, in one batched
     network call. Raises `ImageError` when no digit is found.
 
@@ -698,7 +722,7 @@ def read_number(model: nn.Module, image: Any) -> NumberReading:
     found = [[[_box_and_image(page, digit) for digit in reading] for reading in readings]
              for readings in page.groups]
     flat = [pixels for readings in found for reading in readings for _, pixels in reading]
-    rows = iter(inference.probabilities(model, torch.from_numpy(np.stack(flat))).tolist())
+    rows = iter(probabilities(model, np.stack(flat)).tolist())
     digits: list[DigitReading] = []
     for pictures, readings in zip(found, page.groups, strict=True):
         best, best_score = [], -math.inf
@@ -767,7 +791,7 @@ class Prediction:
     path: str
     probabilities: list[float] | None = None
     error: str | None = None
-    image: torch.Tensor | None = None  # the preprocessed 28x28 the network saw
+    image: np.ndarray | None = None  # the preprocessed uint8 28x28 the network saw
     reading: NumberReading | None = None  # `predict_files(number=True)`: the number, digit by digit
 
     @property
@@ -808,7 +832,7 @@ def expand_inputs(inputs: list[str]) -> list[tuple[str, str | None]]:
     return found
 
 
-def predict_files(model: nn.Module, inputs: list[str], max_pixels: int = DEFAULT_MAX_PIXELS,
+def predict_files(model: Network, inputs: list[str], max_pixels: int = DEFAULT_MAX_PIXELS,
                   batch_size: int = 256, number: bool = False) -> list[Prediction]:
     """Predict every image named by `inputs` (files, folders, globs); a bad file gets an error, not an exception.
 
@@ -823,15 +847,15 @@ def predict_files(model: nn.Module, inputs: list[str], max_pixels: int = DEFAULT
             if number:
                 results.append(Prediction(path, reading=read_number(model, image)))
             else:
-                results.append(Prediction(path, image=preprocess(image)))
+                results.append(Prediction(path, image=preprocess_pixels(image)))
         except ImageError as e:
             message = str(e)
             results.append(Prediction(path, error=message if path in message else f"{path}: {message}"))
     ready = [r for r in results if r.image is not None]
     for start in range(0, len(ready), batch_size):
         chunk = ready[start:start + batch_size]
-        probabilities = inference.probabilities(model, torch.stack([r.image for r in chunk]))
-        for result, row in zip(chunk, probabilities.tolist(), strict=True):
+        rows = probabilities(model, np.stack([r.image for r in chunk]))
+        for result, row in zip(chunk, rows.tolist(), strict=True):
             result.probabilities = row
     return results
 
@@ -851,7 +875,7 @@ def save_preprocessed(results: list[Prediction], folder: str | os.PathLike,
     written = []
     for result in results:
         images = [d.image for d in result.reading.digits] if result.reading is not None else \
-            [result.image.numpy()] if result.image is not None else []
+            [result.image] if result.image is not None else []
         sheet = _sheet_or_none(result, max_pixels)
         if not images and sheet is None:
             continue

@@ -39,13 +39,10 @@ from ._paths import check_regular_file
 from .checkpoint import WeightsRecord
 from .errors import CheckpointError, ConfigError
 from .models import get_model, list_models
+from .shipped_onnx import DEFAULT_NETWORK, WEIGHTS_DIR
 
 __all__ = ["DEFAULT_NETWORK", "WEIGHTS_DIR", "WeightsRecord", "adopt", "is_name", "list_shipped", "load_network",
            "read_record", "resolve", "shipped_committees", "source_from_options", "upgrade"]
-
-WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
-# The network a command uses when given neither --model nor --checkpoint.
-DEFAULT_NETWORK = "seed"
 
 Source = str | os.PathLike
 

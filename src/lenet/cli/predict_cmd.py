@@ -44,23 +44,28 @@ def add_parser(subparsers) -> None:
                    help="write the 28x28 image the network saw (STEM.png; --number: STEM.1.png, ...) and a "
                         "debug sheet STEM.debug.png (the mask, the strokes kept, the boxes), as PNG")
     p.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, mps")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what runs the network: onnxruntime runs a shipped network's ONNX graph on the CPU without "
+                        "loading torch (a second or more sooner; needs pip install 'lenet[export]'), torch runs "
+                        "any network, run folders and committees included; auto (default): onnxruntime wherever "
+                        "it can")
     p.set_defaults(run=run)
+
+
+RUNTIMES = ["auto", "onnxruntime", "torch"]
 
 
 def run(args: argparse.Namespace) -> int:
     from lenet._paths import check_output_folder
     from lenet.errors import ConfigError
-    from lenet.inference import pick_device
     from lenet.predict import predict_files, save_preprocessed
-    from lenet.weights import load_network, source_from_options
 
     if not 1 <= args.top_k <= 10:
         raise ConfigError(f"--top-k must be between 1 and 10, got {args.top_k}")
     check_inputs(args.images)
     if args.save_preprocessed:
         check_output_folder(args.save_preprocessed, "--save-preprocessed")
-    source, expected = source_from_options(args.model, args.checkpoint)
-    model = load_network(source, device=pick_device(args.device), expected_model=expected)
+    model = load_reader(args)
     results = predict_files(model, args.images, number=args.number)
     if args.save_preprocessed:
         save_preprocessed(results, args.save_preprocessed)
@@ -77,6 +82,45 @@ def run(args: argparse.Namespace) -> int:
             guesses = "  ".join(f"{digit} ({p * 100:.1f}%)" for digit, p in top)
             print(f"{result.path}: {guesses}")
     return 1 if any(r.error is not None for r in results) else 0
+
+
+def load_reader(args: argparse.Namespace):
+    """The network that reads: the shipped graph through onnxruntime where `--runtime` allows it and it can
+    (no torch import), else the torch network `--model` / `--checkpoint` names."""
+    from lenet import shipped_onnx
+    from lenet.errors import ConfigError
+
+    name = args.model or shipped_onnx.DEFAULT_NETWORK
+    why_not = _why_not_onnxruntime(args, name)
+    if args.runtime == "onnxruntime" and why_not:
+        raise ConfigError(f"--runtime onnxruntime cannot run this: {why_not}; use --runtime torch")
+    if args.runtime != "torch" and not why_not:
+        return shipped_onnx.load(name)
+    from lenet.inference import pick_device
+    from lenet.weights import load_network, source_from_options
+
+    source, expected = source_from_options(args.model, args.checkpoint)
+    return load_network(source, device=pick_device(args.device), expected_model=expected)
+
+
+def _why_not_onnxruntime(args: argparse.Namespace, name: str) -> str:
+    """Why the shipped graph of `name` cannot read for these options ("" when it can)."""
+    import importlib.util
+
+    from lenet import shipped_onnx
+    from lenet.models import list_models
+
+    if args.checkpoint is not None:
+        return "it runs the networks shipped with lenet, not a --checkpoint"
+    if args.device != "cpu":
+        return f"it runs on the CPU, not --device {args.device}"
+    if name not in list_models():
+        return f"no ONNX graph is shipped for {name!r} (only for the networks {', '.join(list_models())})"
+    if not shipped_onnx.graph_path(name).is_file():
+        return f"no ONNX graph is shipped for {name!r} ({shipped_onnx.graph_path(name)} is missing)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install 'lenet[export]')"
+    return ""
 
 
 def check_inputs(images: list[str]) -> None:

@@ -28,7 +28,12 @@ def add_parser(subparsers) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    options = train_options(args)
+    if options.get("dataset", "mnist") == "mnist" and options.get("data_root") is None:
+        from ..idx import start_reading
+
+        start_reading()  # the shipped MNIST, on a second core while torch imports (lenet.idx)
     from ..api import train
 
-    train(**train_options(args), overwrite=args.overwrite, command=args.command_line)
+    train(**options, overwrite=args.overwrite, command=args.command_line)
     return 0
