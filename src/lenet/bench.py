@@ -25,6 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,6 @@ from .models.summary import NetworkFlops, flops_per_image
 from .trainer.config import make_config
 from .trainer.engine import training_network
 from .trainer.loop import fit
-from .trainer.state import auto_threads
 
 
 @dataclass
@@ -120,12 +120,15 @@ def bench_tutorial(steps: int, repeats: int, warmup_steps: int = 20) -> list[flo
         return samples
 
 
-def bench_lenet(epochs: int, train_size: int | None, **options: Any) -> tuple[list[float], float]:
-    """Per-epoch training images/s of `fit` itself; the first epoch is the warm-up and is left out."""
+def bench_lenet(epochs: int, train_size: int | None, **options: Any) -> tuple[list[float], float, int]:
+    """Per-epoch training images/s of `fit` itself (the first epoch is the warm-up and is left out), the
+    warm-up's seconds, and the thread count most of the timed epochs used."""
     val_size = 60000 - train_size if train_size else 0  # a smaller training set for quick checks (tests)
     cfg = make_config(epochs=epochs + 1, log_every=0, val_size=val_size, **options)
     result = fit(cfg, stream=io.StringIO(), progress_bar=False)
-    return [m["images_per_s"] for m in result.history[1:]], result.history[0]["seconds"]
+    timed = result.history[1:]
+    threads = Counter(m.get("threads", torch.get_num_threads()) for m in timed).most_common(1)[0][0]
+    return [m["images_per_s"] for m in timed], result.history[0]["seconds"], threads
 
 
 def _synchronize(device: torch.device) -> None:
@@ -180,19 +183,20 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
     cpu = detect_cpu(fma_units=fma_units, ghz=cpu_ghz)  # first: a bad override fails before the measuring
     flops = flops_per_image(get_model("seed"))
     # The tutorial runs as its script does, with torch's default thread count (or --threads for both sides);
-    # lenet picks one thread per idle core (trainer.state.auto_threads), one of its tricks. On idle cores both
-    # are the core count; on a busy machine they differ, and the JSON records both.
+    # lenet as `lenet train` runs: its thread policy adapts the count during the run (trainer/threads.py)
+    # unless --threads pins it. On idle cores both are the core count; on a busy machine they differ, and the
+    # JSON records both (lenet's: the count most of its timed epochs used).
     before = torch.get_num_threads()
     tutorial_threads = tutorial_threads or threads or before
-    threads = threads or (auto_threads() if dev.type == "cpu" else before)
     try:
         torch.set_num_threads(tutorial_threads)
         tutorial = bench_tutorial(tutorial_steps, repeats)
-        torch.set_num_threads(threads)
         # Throughput does not depend on the learning rate; Adam as in the tutorial, so only the engine differs.
         settings = {"batch_size": batch_size, "precision": precision, "compile": compile, "kernels": kernels,
                     "device": device}
-        lenet_samples, first_epoch = bench_lenet(epochs or repeats, train_size, threads=threads, **settings)
+        lenet_samples, first_epoch, threads = bench_lenet(epochs or repeats, train_size, threads=threads,
+                                                          **settings)
+        torch.set_num_threads(threads)
         # record what "auto" chose, so a result says which kernels produced it
         seed_net = get_model("seed")
         chosen = training_network(seed_net, dev, kernels, precision, batch_size, compile)

@@ -19,7 +19,7 @@ from .config import TrainConfig, config_from_dict, load_config, make_config, res
 # public name -> the module of this package that defines it (imported on first use: it needs torch)
 _LAZY = {
     "TrainResult": "loop", "fit": "loop", "run_training": "loop", "process_seconds": "loop",
-    "auto_threads": "state", "training_state": "state", "tune_allocator": "state",
+    "training_state": "state", "tune_allocator": "state",
     "training_network": "engine",
 }
 

@@ -13,36 +13,16 @@ import contextlib
 import ctypes
 import os
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from .config import TrainConfig, usable_cores
+from .config import TrainConfig
 
 # cuBLAS reads this when it creates a handle; ":4096:8" makes its reductions run in a fixed order
 # (the setting torch's reproducibility notes give).
 CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
-
-
-def auto_threads() -> int:
-    """One thread per core that no other process is using right now (at least one), from a 50-ms snapshot.
-    Training no longer uses it: its ThreadPolicy (trainer/threads.py) adapts the count during the run.
-
-    torch's OpenMP threads meet at a barrier after every operator; when another process holds a core, every
-    barrier waits for a scheduler time slice. Measured on 2 shared cores: 2 threads fell to ~1.5k images/s
-    where 1 thread kept ~14k; on idle cores 2 threads give ~2x one thread (benchmarks/README.md)."""
-    cores = usable_cores()
-    try:
-        busy = []
-        for _ in range(5):  # /proc/loadavg's 4th field: runnable tasks right now, this one included
-            busy.append(int(Path("/proc/loadavg").read_text().split()[3].split("/")[0]) - 1)
-            time.sleep(0.01)
-    except (OSError, ValueError, IndexError):
-        return torch.get_num_threads()
-    return max(1, min(cores, round(cores - sum(busy) / len(busy))))
 
 
 _ALLOCATOR_TUNED = False
