@@ -8,8 +8,8 @@ Each run is `lenet train` in its own process, beside:
             line), so epochs 3.. run beside it
 with one of these thread policies:
     adaptive   today's default (trainer/threads.py)
-    old        the previous default: a 50-ms /proc/loadavg snapshot at start (trainer.state.auto_threads),
-               computed in the child process and passed as --threads
+    old        the previous default: a 50-ms /proc/loadavg snapshot at start (OLD below), computed in the
+               child process and passed as --threads
     pinned1 / pinned2   --threads 1 / 2
 
 Throughput is the training epochs' own images/s from metrics.jsonl (all epochs: images / epoch seconds);
@@ -32,9 +32,22 @@ from pathlib import Path
 
 from lenet.hardware import detect_cpu
 
-# The child for the "old" policy: the snapshot the old default took after importing torch, then a pinned run.
-OLD = ("import sys; from lenet.trainer.state import auto_threads; from lenet.cli import main; "
-       "sys.argv = ['lenet', *sys.argv[1:], '--threads', str(auto_threads())]; sys.exit(main())")
+# The child for the "old" policy: the snapshot the old default took after importing torch (lenet's
+# auto_threads until 2026-12-04, kept here as the comparator: one thread per core that /proc/loadavg's
+# runnable count, five samples 10 ms apart, says is idle), then a run pinned to it.
+OLD = """
+import sys, time
+import torch  # noqa: F401 (the old default took its snapshot after this import)
+from lenet.cli import main
+from lenet.trainer.config import usable_cores
+busy = []
+for _ in range(5):
+    busy.append(int(open("/proc/loadavg").read().split()[3].split("/")[0]) - 1)
+    time.sleep(0.01)
+threads = max(1, min(usable_cores(), round(usable_cores() - sum(busy) / len(busy))))
+sys.argv = ["lenet", *sys.argv[1:], "--threads", str(threads)]
+sys.exit(main())
+"""
 HOG = "while True: pass"
 RECIPES = {
     "default": ["--seed", "1", "--epochs", "4"],
