@@ -218,5 +218,22 @@ def test_a_count_far_behind_is_cut_short():
     run_steps(d, LOADED, 200)
     d.start_probe("epoch start")
     ran = run_steps(d, LOADED, 100)
-    assert ran.count(2) == 1 + 3  # one step not timed after the switch, then 3: 9x slower than 1 thread
+    assert ran.count(2) == 1 + 1  # one step not timed after the switch, then 1: 9x slower than 1 thread
     assert d.chosen == 1 and d.finished[-1].rates[2] == pytest.approx(LOADED[2])
+    slow = {1: 13_800.0, 2: 5_000.0}  # 2.8x slower: cut after 3 timed steps (Settings.hopeless)
+    d.start_probe("epoch start")
+    assert run_steps(d, slow, 100).count(2) == 1 + 3
+
+
+def test_a_slower_count_is_cut_after_3_steps_once_a_count_was_chosen():
+    d = decider()
+    d.start_probe("start")
+    first = run_steps(d, IDLE, 200)
+    assert first[:40].count(1) >= 1 + QUICK.min_steps  # the first probe times 1 thread in full: nothing chosen yet
+    d.start_probe("epoch start")
+    ran = run_steps(d, IDLE, 100)
+    assert ran.count(1) == 1 + 3  # 1 thread runs at 0.54x of 2: behind by more than Settings.behind (1.25)
+    assert d.chosen == 2 and d.finished[-1].rates[1] == pytest.approx(IDLE[1])
+    close = {1: 23_000.0, 2: 26_000.0}  # 1.13x apart: within `behind`, so the window runs its full length
+    d.start_probe("epoch start")
+    assert run_steps(d, close, 100).count(1) == 1 + QUICK.min_steps

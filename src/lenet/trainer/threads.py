@@ -44,6 +44,14 @@ class Settings:
     drift: float = 1.3  # re-probe when a window's median rate is this factor off the chosen count's probe rate
     margin: float = 1.1  # switch only to a count this factor faster than the current one in the same probe
     hopeless: float = 2.0  # a count this factor slower than one already probed, after 3 steps, cannot win
+    # In the probes after the first (every epoch's, a drift's), where a count was chosen: a count this factor
+    # slower than the best so far after 3 steps is cut too. It would have to come out `margin` faster to be
+    # chosen; on idle cores the short epochs of batch 1024 lost 5-7 % of their time to full-length probes of
+    # the slower count (lenet bench, Intel Xeon, 2026-12-04).
+    behind: float = 1.25
+    # A count this factor slower than the best so far is cut after its first timed step: 2 threads beside a
+    # busy core ran 10-40x slower (batch 8: up to 0.17 s a step), so even 3 steps of it cost an epoch 5-10 %.
+    collapsed: float = 8.0
 
 
 def candidates(cores: int) -> list[int]:
@@ -163,7 +171,11 @@ class ThreadDecider:
         s, steps = self.settings, len(probe.samples)
         if steps >= 2 and probe.seconds >= s.max_seconds:
             return True
-        if steps >= 3 and probe.rates and statistics.median(probe.samples) * s.hopeless < max(probe.rates.values()):
+        best = max(probe.rates.values(), default=0.0)
+        if statistics.median(probe.samples) * s.collapsed < best:
+            return True
+        cut = s.hopeless if self.chosen is None else s.behind
+        if steps >= 3 and statistics.median(probe.samples) * cut < best:
             return True  # cut short: beside a busy core N threads run 10x slower, and every epoch probes them
         return steps >= s.min_steps and (probe.seconds >= s.min_seconds or steps >= self.cap_steps)
 
