@@ -49,7 +49,6 @@ class OnnxNetwork:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: its warnings about unused initialisers are not the user's
         self.name = name
-        self.model_name = name
         self._session = onnxruntime.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
