@@ -69,7 +69,7 @@ def test_the_statistics_follow_other_sigmas_and_alphas():
 
 
 def test_shape_dtype_and_device_are_kept_and_the_generator_decides(digits):
-    for distort in (augment.elastic, augment.elastic_affine):
+    for distort in (augment.elastic, augment.elastic_affine, augment.mild_elastic_affine):
         a = distort(digits, torch.Generator().manual_seed(3))
         assert (a.shape, a.dtype, a.device) == (digits.shape, digits.dtype, digits.device)
         assert torch.equal(a, distort(digits, torch.Generator().manual_seed(3)))
@@ -80,6 +80,16 @@ def test_shape_dtype_and_device_are_kept_and_the_generator_decides(digits):
     assert augment.get_augmentation("elastic") is augment.elastic
     assert augment.get_augmentation("elastic+affine") is augment.elastic_affine
     assert make_config(augment="elastic+affine").augment == "elastic+affine"
+    assert augment.get_augmentation("elastic-mild+affine") is augment.mild_elastic_affine
+
+
+def test_the_mild_field_is_ciresans_sigma_and_alpha_with_the_affine_distortions(digits):
+    """`elastic-mild+affine` is make_elastic(6, 36, with_affine=True): under 1 px rms, 0.7x Simard's field."""
+    mild_std, _ = _theory(augment.MILD_ELASTIC_SIGMA, augment.MILD_ELASTIC_ALPHA)
+    assert (augment.MILD_ELASTIC_SIGMA, augment.MILD_ELASTIC_ALPHA) == (6.0, 36.0)
+    assert 0.95 < mild_std < 1.0 and mild_std / _theory()[0] == pytest.approx(0.70, abs=0.02)
+    same = augment.make_elastic(6.0, 36.0, with_affine=True)(digits, torch.Generator().manual_seed(8))
+    assert torch.equal(augment.mild_elastic_affine(digits, torch.Generator().manual_seed(8)), same)
 
 
 def test_the_generator_is_advanced_as_documented(digits):

@@ -306,6 +306,41 @@ def test_cli_train_trains_members_with_seeds_then_builds(tmp_path, capsys, mnist
     assert {m["sha256"] for m in chosen} == {r.sha256 for r in best}
 
 
+def test_members_can_differ_by_distortion_in_consecutive_groups(tmp_path, capsys, mnist):
+    from lenet.cli.committee_cmd import member_augments
+
+    assert member_augments(10, ["affine", "elastic-mild+affine"]) == ["affine"] * 5 + ["elastic-mild+affine"] * 5
+    assert member_augments(10, ["a", "b", "c"]) == ["a"] * 4 + ["b"] * 3 + ["c"] * 3
+    assert member_augments(2, ["a", "b"]) == ["a", "b"]
+    out, runs = tmp_path / "c", tmp_path / "runs"
+    argv = ["committee", "train", "--members", "3", "--out", str(out), "--runs", str(runs), "--augments", "none",
+            "elastic-mild+affine", "--train-size", "500", "--epochs", "1", "--log-every", "0"]
+    assert main(argv) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("member ")]
+    assert printed == [f"member 1/3: seed 0 --augment none -> {runs / 'seed-0'}",
+                       f"member 2/3: seed 1 --augment none -> {runs / 'seed-1'}",
+                       f"member 3/3: seed 2 --augment elastic-mild+affine -> {runs / 'seed-2'}"]
+    records = [weights.read_record(runs / f"seed-{s}") for s in range(3)]
+    assert [r.config["augment"] for r in records] == ["none", "none", "elastic-mild+affine"]
+    assert [m["seed"] for m in committee.read_manifest(out)["members"]] == [0, 1, 2]
+    # a member folder started with another distortion is refused, not silently continued into this committee
+    _one_error_line(capsys, [*argv[:9], "affine", "none", *argv[11:], "--overwrite"],
+                    f"{runs / 'seed-0'} holds a member started with --augment none, where this committee trains "
+                    "--augment affine")
+
+
+def test_bad_distortion_groups_are_refused_before_training(tmp_path, capsys):
+    base = ["committee", "train", "--out", str(tmp_path / "c"), "--train-size", "500", "--epochs", "1"]
+    _one_error_line(capsys, [*base, "--members", "2", "--augments", "affine", "none", "elastic"],
+                    "--augments names 3 distortions for 2 members: give at least one member to each")
+    _one_error_line(capsys, [*base, "--members", "2", "--augments", "affine", "--augment", "none"],
+                    "--augments gives each group of members its --augment: give one of them, not both")
+    with pytest.raises(SystemExit):
+        main([*base, "--members", "2", "--augments", "affine", "wobbly"])
+    assert "invalid choice: 'wobbly'" in capsys.readouterr().err
+    assert not (tmp_path / "c-runs").exists()
+
+
 def test_cli_build_takes_a_sweep_folder(tmp_path, capsys):
     """A sweep folder (lenet.sweep's layout, made by hand: sweep.json, runs/NAME/ with trial.json once finished)
     stands for its finished runs, or with --best K for the K with the highest validation accuracy."""

@@ -77,7 +77,8 @@ def _resample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 # positions: out(p) = in(p + d(p)). We take Simard's own MNIST values, sigma = 4 and alpha = 34: they come with
 # the published single-network result for elastic distortions alone (0.40 % error). Ciresan et al. 2010 used
 # sigma = 5-6, alpha = 36-38 together with affine distortions (rotation, scaling): a smoother, weaker field,
-# 1.0-1.2 px rms instead of 1.4. `make_elastic(sigma, alpha)` builds any other pair.
+# 0.98-1.24 px rms instead of 1.4 (`--augment elastic-mild+affine` below). `make_elastic(sigma, alpha)` builds any
+# other pair.
 # With a normalised kernel k the displacement of one pixel is alpha * sum_i k_i u_i, u_i uniform in [-1, 1]
 # (variance 1/3), so its std is alpha * sqrt(sum_i k_i^2 / 3); the kernel is separable, k = g (x) g, so
 # sum_i k_i^2 = (sum_j g_j^2)^2 and the std is alpha * sum_j g_j^2 / sqrt(3) (1.39 px for sigma 4, alpha 34).
@@ -152,8 +153,13 @@ def elastic_warp(x: torch.Tensor, field: torch.Tensor, theta: torch.Tensor | Non
     return _resample(x, grid + field.permute(0, 2, 3, 1) * pixels_to_grid)
 
 
+# Ciresan et al. 2010's smoother, weaker field (0.98 px rms per component), always beside affine distortions
+MILD_ELASTIC_SIGMA = 6.0
+MILD_ELASTIC_ALPHA = 36.0
+
 elastic = make_elastic()  # `--augment elastic`: Simard's sigma = 4, alpha = 34 pixels
 elastic_affine = make_elastic(with_affine=True)  # `--augment elastic+affine`
+mild_elastic_affine = make_elastic(MILD_ELASTIC_SIGMA, MILD_ELASTIC_ALPHA, with_affine=True)  # `elastic-mild+affine`
 
 
 # --- random shifts (`--augment shift`; no recipe uses it) ------------------------------------------

@@ -107,6 +107,8 @@ AUGMENTATIONS.add(Entry("elastic", "lenet.augment:elastic",
                         "Simard 2003 elastic distortions (sigma 4, alpha 34 px)"))
 AUGMENTATIONS.add(Entry("elastic+affine", "lenet.augment:elastic_affine",
                         "elastic distortions composed with the affine ones, one resampling"))
+AUGMENTATIONS.add(Entry("elastic-mild+affine", "lenet.augment:mild_elastic_affine",
+                        "Ciresan 2010's weaker elastic field (sigma 6, alpha 36 px) with the affine ones"))
 
 # Datasets in the MNIST format: the shipped MNIST, and torchvision's classes for the others.
 DATASETS: Registry[Entry] = Registry("dataset")

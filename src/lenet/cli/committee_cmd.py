@@ -1,7 +1,8 @@
 """`lenet committee`: one network made of N trained ones, the mean of their probabilities (lenet.committee).
 
     lenet committee build OUT RUN... [--best K]      from run folders, weights files, shipped names, sweep folders
-    lenet committee train --members N --out DIR ...  train N members (seeds S..S+N-1), then build
+    lenet committee train --members N --out DIR ...  train N members (seeds S..S+N-1; --augments: members in
+                                                     groups that differ by distortion), then build
     lenet committee show DIR                         the manifest: members, hashes, provenance, metrics
 
 A committee folder is then used like a run folder: `lenet eval DIR`, `lenet predict --checkpoint DIR`,
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..registry import AUGMENTATIONS
 from .flags import add_train_arguments, flag_fields, train_options
 
 if TYPE_CHECKING:  # the parser must not import torch (tests/test_cli.py)
@@ -23,8 +25,9 @@ if TYPE_CHECKING:  # the parser must not import torch (tests/test_cli.py)
 
 # `lenet committee train` takes every training flag but these: seed and out it sets per member, the others
 # are its own options.
-_NOT_TRAINING = {"seed", "out", "members", "runs", "first_seed", "overwrite", "description", "json"}
+_NOT_TRAINING = {"seed", "out", "members", "runs", "first_seed", "augments", "overwrite", "description", "json"}
 _TRAIN_FIELDS = [f.name for f in flag_fields() if f.name not in _NOT_TRAINING]
+AUGMENTATION_NAMES = list(AUGMENTATIONS.names())
 
 
 def add_parser(subparsers) -> None:
@@ -82,6 +85,12 @@ def _add_train(actions) -> None:
     p.add_argument("--runs", metavar="DIR", help="where the members' run folders go (default: OUT-runs)")
     p.add_argument("--first-seed", type=int, default=0, metavar="S", help="the first member's seed (default 0)")
     p.add_argument("--recipe", help="a named set of training values over the defaults; flags still override them")
+    p.add_argument("--augments", nargs="+", metavar="NAME", choices=AUGMENTATION_NAMES,
+                   help="members that differ by distortion, as in Ciresan et al.'s committees: with K names the "
+                        "members are split into K consecutive groups as equal as possible (the first groups take "
+                        "one more), each trained with its name's --augment; e.g. --members 10 --augments affine "
+                        "elastic-mild+affine trains seeds 0-4 with affine and 5-9 with elastic-mild+affine. "
+                        f"Choices: {', '.join(AUGMENTATION_NAMES)}; not with --augment")
     add_train_arguments(p.add_argument_group("training (every member)"), _TRAIN_FIELDS)
     _add_output_arguments(p)
     p.set_defaults(run=run_train)
@@ -178,29 +187,67 @@ def run_build(args: argparse.Namespace) -> int:
 
 # --- train ---------------------------------------------------------------------------------------------------
 
-def run_train(args: argparse.Namespace) -> int:
-    from lenet.api import train
+def member_augments(members: int, augments: list[str]) -> list[str]:
+    """Each member's augmentation: `augments` in consecutive groups as equal as possible, the first groups
+    one longer (10 members, 3 names: 4, 3, 3)."""
+    size, extra = divmod(members, len(augments))
+    return [name for i, name in enumerate(augments) for _ in range(size + (i < extra))]
+
+
+def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[str | None]:
+    """Refuse what would waste the training (before it starts); each member's --augment (None: the recipe's)."""
     from lenet.errors import ConfigError
 
     if args.members < 1:
         raise ConfigError(f"--members must be at least 1, got {args.members}")
     if Path(args.out).exists() and not args.overwrite:  # before hours of training, not after
         raise ConfigError(f"{args.out} already exists: choose another --out, or replace it with --overwrite")
-    runs_dir = Path(args.runs or f"{args.out}-runs")
+    if not args.augments:
+        return [options.get("augment")] * args.members
+    if "augment" in options:
+        raise ConfigError("--augments gives each group of members its --augment: give one of them, not both")
+    if len(args.augments) > args.members:
+        raise ConfigError(f"--augments names {len(args.augments)} distortions for {args.members} members: "
+                          "give at least one member to each")
+    return member_augments(args.members, args.augments)
+
+
+def _check_started(folders: list[Path], augments: list[str | None]) -> None:
+    """Refuse a member folder started with another distortion than its place in this committee (it would be
+    continued, not retrained)."""
+    from lenet.errors import ConfigError
+
+    for folder, augment in zip(folders, augments, strict=True):
+        config = folder / "config.json"
+        started = json.loads(config.read_text()).get("augment") if config.exists() else augment
+        if augment is not None and started != augment:
+            raise ConfigError(f"{folder} holds a member started with --augment {started}, where this committee "
+                              f"trains --augment {augment}: give another --runs, or delete that folder")
+
+
+def _train_member(folder: Path, seed: int, augment: str | None, options: dict[str, Any], command: str) -> None:
+    """Train one member into `folder`, or continue it there."""
+    from lenet.api import train
+
+    if (folder / "config.json").exists():
+        train(resume=folder, command=command, **({"epochs": options["epochs"]} if "epochs" in options else {}))
+    else:
+        train(**options, **({"augment": augment} if augment else {}), seed=seed, out=str(folder), command=command)
+
+
+def run_train(args: argparse.Namespace) -> int:
     options = train_options(args, _TRAIN_FIELDS)
-    folders = []
-    for index in range(args.members):
+    augments = _check_members(args, options)
+    runs_dir = Path(args.runs or f"{args.out}-runs")
+    folders = [runs_dir / f"seed-{args.first_seed + index}" for index in range(args.members)]
+    _check_started(folders, augments)
+    for index, (folder, augment) in enumerate(zip(folders, augments, strict=True)):
         seed = args.first_seed + index
-        folder = runs_dir / f"seed-{seed}"
-        print(f"member {index + 1}/{args.members}: seed {seed} -> {folder}", flush=True)
-        command = f"{args.command_line}  # member {index}: --seed {seed} --out {folder}"
-        if (folder / "config.json").exists():
-            epochs = {"epochs": options["epochs"]} if "epochs" in options else {}
-            train(resume=folder, command=command, **epochs)
-        else:
-            train(**options, seed=seed, out=str(folder), command=command)
-        folders.append(str(folder))
-    result = build_from(args.out, folders, args)
+        given = f" --augment {augment}" if args.augments else ""
+        print(f"member {index + 1}/{args.members}: seed {seed}{given} -> {folder}", flush=True)
+        command = f"{args.command_line}  # member {index}: --seed {seed}{given} --out {folder}"
+        _train_member(folder, seed, augment, options, command)
+    result = build_from(args.out, [str(f) for f in folders], args)
     _report(result.manifest, args.out, args.json)
     return 0
 
