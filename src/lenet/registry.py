@@ -102,6 +102,8 @@ for _name, _what in (("constant", "the tutorial's"), ("step", "x0.1 at 1/2 and 3
 AUGMENTATIONS: Registry[Entry] = Registry("augmentation")
 AUGMENTATIONS.add(Entry("none", "lenet.augment:identity", "no augmentation"))
 AUGMENTATIONS.add(Entry("affine", "lenet.augment:affine", "the paper's random planar affine distortions"))
+AUGMENTATIONS.add(Entry("affine+rotate", "lenet.augment:affine_rotate",
+                        "the affine distortions, then a rotation of up to 10 degrees"))
 AUGMENTATIONS.add(Entry("shift", "lenet.augment:shift", "random whole-pixel shifts of up to 2 px"))
 AUGMENTATIONS.add(Entry("elastic", "lenet.augment:elastic",
                         "Simard 2003 elastic distortions (sigma 4, alpha 34 px)"))
