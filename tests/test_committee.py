@@ -329,6 +329,13 @@ def test_members_can_differ_by_distortion_in_consecutive_groups(tmp_path, capsys
                     "--augment affine")
 
 
+def test_one_augment_for_every_member_is_passed_once(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    assert main(["committee", "train", "--members", "1", "--out", str(tmp_path / "c"), "--runs", str(runs),
+                 "--augment", "shift", "--train-size", "300", "--epochs", "1", "--log-every", "0"]) == 0
+    assert weights.read_record(runs / "seed-0").config["augment"] == "shift"
+
+
 def test_bad_distortion_groups_are_refused_before_training(tmp_path, capsys):
     base = ["committee", "train", "--out", str(tmp_path / "c"), "--train-size", "500", "--epochs", "1"]
     _one_error_line(capsys, [*base, "--members", "2", "--augments", "affine", "none", "elastic"],

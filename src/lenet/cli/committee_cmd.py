@@ -216,23 +216,26 @@ def _check_started(folders: list[Path], augments: list[str | None]) -> None:
     """Refuse a member folder started with another distortion than its place in this committee (it would be
     continued, not retrained)."""
     from lenet.errors import ConfigError
+    from lenet.trainer.config import load_config
 
     for folder, augment in zip(folders, augments, strict=True):
-        config = folder / "config.json"
-        started = json.loads(config.read_text()).get("augment") if config.exists() else augment
-        if augment is not None and started != augment:
+        if augment is None or not (folder / "config.json").exists():
+            continue
+        started = load_config(folder).augment
+        if started != augment:
             raise ConfigError(f"{folder} holds a member started with --augment {started}, where this committee "
                               f"trains --augment {augment}: give another --runs, or delete that folder")
 
 
 def _train_member(folder: Path, seed: int, augment: str | None, options: dict[str, Any], command: str) -> None:
-    """Train one member into `folder`, or continue it there."""
+    """Train one member into `folder` with its distortion `augment` (None: the recipe's), or continue it there."""
     from lenet.api import train
 
     if (folder / "config.json").exists():
         train(resume=folder, command=command, **({"epochs": options["epochs"]} if "epochs" in options else {}))
     else:
-        train(**options, **({"augment": augment} if augment else {}), seed=seed, out=str(folder), command=command)
+        train(**{**options, **({"augment": augment} if augment else {})}, seed=seed, out=str(folder),
+              command=command)
 
 
 def run_train(args: argparse.Namespace) -> int:

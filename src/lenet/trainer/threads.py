@@ -171,11 +171,11 @@ class ThreadDecider:
         s, steps = self.settings, len(probe.samples)
         if steps >= 2 and probe.seconds >= s.max_seconds:
             return True
-        best = max(probe.rates.values(), default=0.0)
-        if statistics.median(probe.samples) * s.collapsed < best:
+        rate, best = statistics.median(probe.samples), max(probe.rates.values(), default=0.0)
+        if rate * s.collapsed < best:
             return True
         cut = s.hopeless if self.chosen is None else s.behind
-        if steps >= 3 and statistics.median(probe.samples) * cut < best:
+        if steps >= 3 and rate * cut < best:
             return True  # cut short: beside a busy core N threads run 10x slower, and every epoch probes them
         return steps >= s.min_steps and (probe.seconds >= s.min_seconds or steps >= self.cap_steps)
 
