@@ -39,9 +39,9 @@ def test_unknown_precision_is_a_config_error():
 
 def test_auto_kernels_pick_the_matrix_product_form_only_where_it_pays():
     seed, classic = lenet.get_model("seed"), lenet.get_model("classic")
-    form = training_network(seed, CPU, "auto", "bf16", 256)
+    form = training_network(seed, CPU, "auto", "bf16", 128)
     assert form is not seed and any(p is q for p in form.parameters() for q in seed.parameters())  # shares them
-    for precision, batch, compiled in (("fp32", 256, False), ("bf16", 255, False), ("bf16", 256, True)):
+    for precision, batch, compiled in (("fp32", 256, False), ("bf16", 127, False), ("bf16", 256, True)):
         assert training_network(seed, CPU, "auto", precision, batch, compiled) is seed
     assert training_network(seed, CPU, "conv", "bf16", 1024) is seed
     assert training_network(seed, CPU, "matmul", "fp32", 64) is not seed

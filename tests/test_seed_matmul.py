@@ -5,10 +5,11 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lenet
 from lenet.models import get_model, matmul_form
-from lenet.models.seed_matmul import SeedAsMatmuls, pool1_matrix, pool2_fc1_columns
+from lenet.models.seed_matmul import SeedAsMatmuls, pool1_matrix, pool2_fc1_fold
 from lenet.trainer import fit, make_config, training_network
 
 
@@ -22,14 +23,32 @@ def _net(channels_last: bool):
 @pytest.mark.parametrize("batch", [1, 7])
 def test_same_outputs_and_gradients_as_the_network(channels_last, batch):
     net = _net(channels_last)
-    x = torch.rand(batch, 1, 28, 28)
+    x = torch.rand(batch, 1, 28, 28, requires_grad=True)
     reference = net(x)
     fast = matmul_form(net)(x)
     torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-6)
-    grads_ref = torch.autograd.grad(reference.square().sum(), list(net.parameters()))
-    grads_fast = torch.autograd.grad(fast.square().sum(), list(net.parameters()))
-    for (name, _), a, b in zip(net.named_parameters(), grads_ref, grads_fast, strict=True):
+    inputs = [x, *net.parameters()]
+    grads_ref = torch.autograd.grad(reference.square().sum(), inputs)
+    grads_fast = torch.autograd.grad(fast.square().sum(), inputs)
+    for name, a, b in zip(["input", *dict(net.named_parameters())], grads_ref, grads_fast, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_without_the_fused_onednn_call_the_same_function(monkeypatch):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN: only the unfused path exists")
+    net = _net(True)
+    pixels = torch.randint(0, 256, (4, 28, 28), dtype=torch.uint8)
+    form = matmul_form(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = form(pixels)
+        fused_grads = torch.autograd.grad(fused.float().square().sum(), list(net.parameters()))
+        monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+        plain = form(pixels)
+        plain_grads = torch.autograd.grad(plain.float().square().sum(), list(net.parameters()))
+    torch.testing.assert_close(plain, fused, rtol=0, atol=0)  # the same bf16 product, ReLU after it
+    for a, b in zip(fused_grads, plain_grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
 
 
 def test_uint8_pixels_are_read_as_pixels_over_255():
@@ -49,7 +68,7 @@ def test_it_has_no_parameters_of_its_own():
     net = _net(False)
     form = matmul_form(net)
     assert {id(p) for p in form.parameters()} == {id(p) for p in net.parameters()}
-    assert not any(name.startswith(("band_index", "pool1", "fc1_columns")) for name in form.state_dict())
+    assert not any(name.startswith(("band_index", "pool1", "fc1_fold")) for name in form.state_dict())
 
 
 def test_pooling_matrices_average_each_2x2_block_once():
@@ -57,8 +76,13 @@ def test_pooling_matrices_average_each_2x2_block_once():
     assert pool.shape == (2 * 24 * 6, 12 * 6)
     assert torch.equal((pool > 0).sum(0), torch.full((72,), 4))  # each pooled value: 4 inputs x 1/4
     assert torch.equal((pool > 0).sum(1), torch.ones(288, dtype=torch.long))  # each input feeds one value
-    columns = pool2_fc1_columns()
-    assert torch.equal(torch.bincount(columns), torch.full((256,), 4))  # fc1's inputs: one 2x2 block each
+    fold = pool2_fc1_fold()
+    assert fold.shape == (256, 8 * 8 * 16)
+    assert torch.equal((fold > 0).sum(0), torch.ones(1024, dtype=torch.long))  # each conv2 output feeds one
+    assert torch.equal((fold > 0).sum(1), torch.full((256,), 4))  # fc1's inputs: one 2x2 block each, x 1/4
+    maps = torch.rand(3, 16, 8, 8)
+    channels_last_rows = maps.permute(0, 2, 3, 1).reshape(3, -1)
+    torch.testing.assert_close(channels_last_rows @ fold.t(), F.avg_pool2d(maps, 2).flatten(1))
 
 
 def test_wrong_image_shape_is_refused():
@@ -70,6 +94,7 @@ def test_kernels_option_chooses_the_training_network():
     cpu = torch.device("cpu")
     net = _net(True)
     assert isinstance(training_network(net, cpu, "auto", "bf16", 512), SeedAsMatmuls)
+    assert isinstance(training_network(net, cpu, "auto", "bf16", 128), SeedAsMatmuls)
     # where it measured slower: fp32, small batches, compiled
     assert training_network(net, cpu, "auto", "fp32", 512) is net
     assert training_network(net, cpu, "auto", "bf16", 64) is net

@@ -127,7 +127,7 @@ class TrainConfig:
     # Same function and parameters either way; only the speed differs (benchmarks/README.md).
     kernels: str = _option("auto", "how training computes the network: conv = PyTorch's convolution and pooling "
                            "kernels; matmul = the network's matrix-product form; auto = matmul where it measurably "
-                           "pays (CPU, bf16, batch >= 256, not compiled), else conv", "run", str, choices=KERNELS,
+                           "pays (CPU, bf16, batch >= 128, not compiled), else conv", "run", str, choices=KERNELS,
                            notes=_matmul_forms)
     log_every: int = _option(100, "steps between the tutorial's 'Epoch [e/E], Step [s/S], Loss' lines; 0 = off",
                              "run", int, metavar="STEPS")

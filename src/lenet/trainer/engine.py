@@ -31,10 +31,11 @@ def training_network(model: nn.Module, device: torch.device, kernels: str, preci
                      batch_size: int, compiled: bool = False) -> nn.Module:
     """The module that computes training forward passes: `model` itself, or its matrix-product form.
 
-    "auto" picks the matrix-product form where it measured faster (benchmarks/README.md): CPU, bf16, batches
-    of 256 or more (+13% at 256, +40% at 512-1024). Smaller batches pay its extra operator calls (-15% at
-    64), fp32 cannot use the matrix units, and compiled it ran at 32k images/s against 60k eager."""
-    pays = device.type == "cpu" and precision == "bf16" and batch_size >= 256 and not compiled
+    "auto" picks the matrix-product form where it measured faster (benchmarks/README.md, 2026-12-05): CPU,
+    bf16, batches of 128 or more (+19% at 128, +43% at 256). At 64 its extra operator calls cost what its
+    products save (a tie), fp32 cannot use the matrix units (-21% at 64), and compiled it ran at 32k images/s
+    against 60k eager."""
+    pays = device.type == "cpu" and precision == "bf16" and batch_size >= 128 and not compiled
     if kernels == "conv" or (kernels == "auto" and not pays):
         return model
     form = matmul_form(model)
