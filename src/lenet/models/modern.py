@@ -5,7 +5,8 @@ subsampling S4, a third convolution C5 and a small output layer. What changed, e
 paid on the validation split (README, "Results"; docs/modern.md):
   - "same" padding on a 28x28 input instead of the paper's 32x32 frame;
   - batch normalisation after every convolution (the convolutions drop their bias: BN's shift replaces it);
-  - ReLU instead of the scaled tanh, 2x2 max-pooling instead of trainable subsampling;
+  - ReLU instead of the scaled tanh, 2x2 max-pooling instead of trainable subsampling (stride-2 convolutions
+    instead of S2 and S4 measured worse: 0.21 and 0.12 points of validation accuracy at 30 epochs; GELU even);
   - 3x3 kernels for C3 and C5 (two 3x3 taps see what one 5x5 does, for fewer weights), wider maps;
   - a third pooling to 3x3 instead of the big fully connected C5/F6, then dropout and one linear layer. (A
     global average pool instead, the usual modern choice, measured worse at this size: 98.75 % against 99.29 %
