@@ -4,7 +4,8 @@ The 1998 table still reads top to bottom: a 5x5 convolution C1, subsampling S2, 
 subsampling S4, a third convolution C5 and a small output layer. What changed, each where it measurably
 paid on the validation split (README, "Results"; docs/modern.md):
   - "same" padding on a 28x28 input instead of the paper's 32x32 frame;
-  - batch normalisation after every convolution (the convolutions drop their bias: BN's shift replaces it);
+  - batch normalisation after every convolution (the convolutions drop their bias: BN's shift replaces it;
+    without it, 0.07 and 0.00 points less validation accuracy at 30 epochs, at two thirds of the time);
   - ReLU instead of the scaled tanh, 2x2 max-pooling instead of trainable subsampling (stride-2 convolutions
     instead of S2 and S4 measured worse: 0.21 and 0.12 points of validation accuracy at 30 epochs; GELU even);
   - 3x3 kernels for C3 and C5 (two 3x3 taps see what one 5x5 does, for fewer weights), wider maps;
