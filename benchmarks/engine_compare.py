@@ -3,8 +3,8 @@
     git worktree add /tmp/before <commit>          # the version to compare against
     python benchmarks/engine_compare.py /tmp/before . [--batch-size 1024] [--threads 2] [--rounds 3]
 
-Each round runs one process per source tree, in turn; each process trains `seed` for --epochs epochs on all
-60,000 images (bf16, --kernels auto, constant lr, threads pinned) and reports its epochs after the first.
+Each round runs one process per source tree, in turn; each process runs that tree's own `lenet.bench.bench_lenet`
+(`seed` on all 60,000 images, bf16, --kernels auto, threads pinned: a warm-up epoch, then --epochs timed ones).
 Prints the median images/s per tree over all rounds, and the ratio. Alternating in one sitting is what makes
 the ratio honest on a VM whose speed drifts over minutes (benchmarks/README.md)."""
 
@@ -17,13 +17,10 @@ import sys
 from pathlib import Path
 
 CHILD = """
-import io, json, sys
-from lenet.trainer import fit, make_config
+import json, sys
+from lenet.bench import bench_lenet
 batch, threads, epochs = map(int, sys.argv[1:4])
-cfg = make_config(batch_size=batch, precision="bf16", epochs=epochs, threads=threads, log_every=0, val_size=0,
-                  schedule="constant")
-result = fit(cfg, stream=io.StringIO(), progress_bar=False)
-print(json.dumps([m["images_per_s"] for m in result.history[1:]]))
+print(json.dumps(bench_lenet(epochs, None, batch_size=batch, precision="bf16", threads=threads)[0]))
 """
 
 
@@ -40,20 +37,20 @@ def main() -> None:
     ap.add_argument("trees", nargs=2, type=Path, help="two source trees (each holding src/lenet)")
     ap.add_argument("--batch-size", type=int, default=1024)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=4, help="per process; the first is the warm-up")
+    ap.add_argument("--epochs", type=int, default=3, help="timed epochs per process, after a warm-up epoch")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
     for tree in args.trees:
         if not (tree / "src" / "lenet").is_dir():
             ap.error(f"{tree} holds no src/lenet: pass a checkout of lenet (e.g. a git worktree)")
-    samples: dict[Path, list[float]] = {tree: [] for tree in args.trees}
+    samples: list[list[float]] = [[] for _ in args.trees]  # by position: the same tree may be passed twice
     for _ in range(args.rounds):
-        for tree in args.trees:
-            samples[tree] += epochs_of(tree, args)
-    medians = [statistics.median(samples[tree]) for tree in args.trees]
-    for tree, median in zip(args.trees, medians, strict=True):
-        print(f"{tree}: median {median:,.0f} images/s over {len(samples[tree])} epochs "
-              f"(min {min(samples[tree]):,.0f}, max {max(samples[tree]):,.0f})")
+        for tree, kept in zip(args.trees, samples, strict=True):
+            kept += epochs_of(tree, args)
+    medians = [statistics.median(kept) for kept in samples]
+    for tree, kept, median in zip(args.trees, samples, medians, strict=True):
+        print(f"{tree}: median {median:,.0f} images/s over {len(kept)} epochs "
+              f"(min {min(kept):,.0f}, max {max(kept):,.0f})")
     print(f"batch {args.batch_size}, {args.threads} thread(s): second / first = {medians[1] / medians[0]:.3f}")
 
 

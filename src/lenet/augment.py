@@ -42,13 +42,16 @@ AFFINE_ROTATE_DEGREES = 10.0
 
 def affine(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One random planar affine distortion per image, for the whole batch at once on x's device."""
-    grid = torch.nn.functional.affine_grid(_affine_theta(x, generator), list(x.shape), align_corners=False)
-    return _resample(x, grid)
+    return _warp(x, _affine_theta(x, generator))
 
 
 def affine_rotate(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """`affine`, then a rotation of up to AFFINE_ROTATE_DEGREES either way (the undistorted tenth stays so)."""
-    theta = _affine_theta(x, generator, AFFINE_ROTATE_DEGREES)
+    return _warp(x, _affine_theta(x, generator, AFFINE_ROTATE_DEGREES))
+
+
+def _warp(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """x resampled through the (N, 2, 3) affine matrices `theta`."""
     return _resample(x, torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False))
 
 
