@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,10 +111,12 @@ def remove_stale(folder: Path, keep: Path | None) -> None:
             path.unlink() if not path.is_dir() or path.is_symlink() else shutil.rmtree(path)
 
 
-def commit(folder: Path, files: Mapping[str, bytes], keep: Iterable[str] = ()) -> Path:
+def commit(folder: Path, files: Mapping[str, bytes], keep: Iterable[str] = (),
+           on_committed: Callable[[], None] | None = None) -> Path:
     """Commit a new generation holding `files` (name -> bytes) and hard links of the current generation's
     files named in `keep` (or of the flat files an older lenet wrote); then make the stable links and remove
-    older generations. Returns the generation."""
+    older generations. `on_committed` runs as soon as the generation is the current one, before the tidying
+    after it: a SIGTERM during that tidying must still report the checkpoint. Returns the generation."""
     previous = current_generation(folder) or folder
     numbers = [n for n in map(generation_number, os.listdir(folder)) if n is not None]
     generation = folder / f"{GENERATION_PREFIX}{max(numbers, default=0) + 1:06d}"
@@ -129,6 +131,8 @@ def commit(folder: Path, files: Mapping[str, bytes], keep: Iterable[str] = ()) -
     crash_point(f"fsync {generation.name}/")
     fsync_path(generation)
     _swap_link(folder, CURRENT_LINK, generation.name)  # the commit
+    if on_committed is not None:
+        on_committed()
     crash_point("fsync run folder")
     fsync_path(folder)
     make_links(folder, generation)
@@ -274,8 +278,11 @@ class RunFolder:
 
     def commit(self, files: Mapping[str, bytes], keep: Iterable[str], what: str) -> None:
         assert self.path is not None
-        commit(self.path, files, keep)
-        self.committed = what
+
+        def committed() -> None:
+            self.committed = what
+
+        commit(self.path, files, keep, on_committed=committed)
         self.restart_clock()
 
     def kept(self) -> str:
