@@ -97,9 +97,10 @@ def test_option_flags():
                          "model": None}) == ["--threads", "1", "--deterministic", "--betas", "0.7", "0.9"]
 
 
-def test_the_speedrun_recipe_is_fast_at_batch_512():
+def test_the_speedrun_recipe_is_fast_at_batch_512_with_muon_in_2_epochs():
     assert list(RECIPES)[-1] == "speedrun"
-    assert RECIPES["speedrun"] == {**RECIPES["fast"], "batch_size": 512, "lr": 2e-2}
+    assert RECIPES["speedrun"] == {**RECIPES["fast"], "batch_size": 512, "optimizer": "muon", "lr": 4e-2,
+                                   "momentum": 0.9, "epochs": 2}
 
 
 @pytest.mark.parametrize("argv, message", [

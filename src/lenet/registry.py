@@ -91,6 +91,8 @@ OPTIMIZERS: Registry[Entry] = Registry("optimizer")
 OPTIMIZERS.add(Entry("adam", "lenet.optim.builders:adam", "Adam (torch's fused kernel where it has one)"))
 OPTIMIZERS.add(Entry("adamw", "lenet.optim.builders:adamw", "Adam with decoupled weight decay"))
 OPTIMIZERS.add(Entry("sgd", "lenet.optim.builders:sgd", "SGD with optional (Nesterov) momentum"))
+OPTIMIZERS.add(Entry("muon", "lenet.optim.muon:muon", "Muon (orthogonalised momentum) for the weight matrices "
+                     "and filters, AdamW for biases and the output layer; Nesterov always"))
 OPTIMIZERS.add(Entry("sdlm", "lenet.optim.sdlm:build_sdlm", "the paper's stochastic diagonal Levenberg-Marquardt"))
 
 SCHEDULES: Registry[Entry] = Registry("schedule")

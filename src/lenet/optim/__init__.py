@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules, by the names declared in `lenet.registry`.
 
     builders.py   adam, adamw, sgd, and FusedAdam (torch's fused kernel without torch.optim's wrapper)
+    muon.py       Muon: orthogonalised momentum for the weight matrices and filters, AdamW for the rest
     sdlm.py       the 1998 paper's stochastic diagonal Levenberg-Marquardt
     schedules.py  learning-rate multipliers by step, the paper's eta schedule among them
 

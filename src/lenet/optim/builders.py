@@ -44,6 +44,15 @@ def _adam(params, lr, betas, weight_decay, device, decoupled: bool) -> torch.opt
     return optimizer(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
+def clear_grads(params: Iterable[torch.nn.Parameter], set_to_none: bool = True) -> None:
+    """torch.optim's zero_grad for `params`: drop the gradients, or zero them in place."""
+    for p in params:
+        if set_to_none:
+            p.grad = None
+        elif p.grad is not None:
+            p.grad.zero_()
+
+
 class FusedAdam:
     """Adam (or AdamW) computed by torch's fused kernel, the one `torch.optim.Adam(fused=True)` runs, without
     the `torch.optim.Optimizer` machinery around it.
@@ -73,11 +82,7 @@ class FusedAdam:
         return hasattr(torch, "_fused_adam_") and hasattr(torch, "_fused_adamw_")
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.param_groups[0]["params"]:
-            if set_to_none:
-                p.grad = None
-            elif p.grad is not None:
-                p.grad.zero_()
+        clear_grads(self.param_groups[0]["params"], set_to_none)
 
     @torch.no_grad()
     def step(self) -> None:

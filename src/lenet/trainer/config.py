@@ -92,7 +92,7 @@ class TrainConfig:
     batch_size: int = _option(64, "images per step; the last, smaller batch of an epoch is kept", "how", int)
     lr: float = _option(1e-3, "(peak) learning rate", "how", float)
     optimizer: str = _option("adam", "optimizer", "how", str, choices=OPTIMIZERS, described=True)
-    momentum: float = _option(0.9, "sgd's momentum", "how", float)
+    momentum: float = _option(0.9, "sgd's and muon's momentum", "how", float)
     nesterov: bool = _option(False, "sgd with Nesterov momentum", "how", bool)
     betas: tuple[float, float] = _option((0.9, 0.999), "adam/adamw's beta1 and beta2", "how", float, nargs=2,
                                          metavar=("B1", "B2"))
