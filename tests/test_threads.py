@@ -83,6 +83,53 @@ def test_noise_within_the_hysteresis_never_flips_the_count():
     assert all(r.reason in ("start", "epoch start") for r in d.finished)  # no drift probes from noise
 
 
+def test_without_idle_cores_no_probe_tries_more_threads_after_the_start():
+    """Beside a busy core, 2 threads run 1/20 as fast: once 1 was chosen, drift and epoch-start probes try 2
+    again only when the last window left a core idle (a probe of 2 there cost two steps at 1/20)."""
+    noisy = {1: 13_800.0 * 1.6, 2: 1_500.0}  # the busy core's noise: 1 thread 1.6x faster for a while
+    for spare, tried in ((0.0, False), (0.4, False), (0.9, True), (None, True)):
+        d = decider()
+        d.start_probe("start")
+        run_steps(d, LOADED, 200)
+        d.spare_cores = spare
+        ran = run_steps(d, noisy, 200)  # "steps sped up" probes
+        d.start_probe("epoch start")
+        ran += run_steps(d, LOADED, 200)
+        assert (2 in ran) == tried, spare
+        assert d.chosen == 1 and {r.reason.split()[0] for r in d.finished} >= {"start", "steps", "epoch"}
+
+
+def test_fewer_threads_are_always_tried():
+    d = decider()
+    d.start_probe("start")
+    run_steps(d, IDLE, 200)
+    d.spare_cores = 0.0  # 2 threads keep both cores busy
+    ran = run_steps(d, LOADED, 200)  # another process takes a core
+    assert 1 in ran and d.chosen == 1
+
+
+def test_the_idle_meter_reads_idle_and_iowait_cores(tmp_path, monkeypatch):
+    stat, clock = tmp_path / "stat", [10.0]
+    tick = os.sysconf("SC_CLK_TCK")
+    monkeypatch.setattr(threads.time, "perf_counter", lambda: clock[0])
+    meter = threads.IdleMeter(str(stat))
+    stat.write_text(f"cpu  500 0 100 {10 * tick} {2 * tick} 0 0 0 0 0\ncpu0 ...\n")
+    assert meter.sample() is None  # nothing to compare with yet
+    clock[0] += 2.0
+    stat.write_text(f"cpu  900 0 100 {11 * tick} {2 * tick + tick // 2} 0 0 0 0 0\n")
+    assert meter.sample() == pytest.approx((1 + 0.5) / 2.0)  # 1.5 s idle + iowait in 2 s: 0.75 cores
+    assert threads.IdleMeter(str(tmp_path / "missing")).sample() is None
+
+
+def test_the_policy_measures_idle_cores_at_epoch_start_and_every_window(fake, monkeypatch):
+    samples = []
+    monkeypatch.setattr(threads.IdleMeter, "sample", lambda self: samples.append(1) or 0.25)
+    policy = ThreadPolicy(ThreadDecider([1, 2], 2, 1000, QUICK), lambda line: None)
+    policy.begin_epoch(0)
+    fake.run(policy, 5 * QUICK.window)
+    assert len(samples) == 1 + 5 and policy.decider.spare_cores == 0.25
+
+
 def test_every_epoch_start_probes_again():
     d = decider()
     d.start_probe("start")
@@ -144,6 +191,7 @@ def fake(monkeypatch):
     clock = FakeTorch(dict(IDLE))
     monkeypatch.setattr(threads.time, "perf_counter", lambda: clock.now)
     monkeypatch.setattr(threads.torch, "set_num_threads", clock.set_num_threads)
+    monkeypatch.setattr(threads.IdleMeter, "sample", lambda self: None)  # the machine's idle time: unknown
     return clock
 
 
@@ -223,6 +271,9 @@ def test_a_count_far_behind_is_cut_short():
     slow = {1: 13_800.0, 2: 5_000.0}  # 2.8x slower: cut after 3 timed steps (Settings.hopeless)
     d.start_probe("epoch start")
     assert run_steps(d, slow, 100).count(2) == 1 + 3
+    collapsed = {1: 36_000.0, 2: 1_000.0}  # 36x: beyond 2 x Settings.collapsed, the untimed step is enough
+    d.start_probe("epoch start")
+    assert run_steps(d, collapsed, 100).count(2) == 1 and d.chosen == 1
 
 
 def test_a_slower_count_is_cut_after_3_steps_once_a_count_was_chosen():

@@ -10,15 +10,21 @@ How: the run's own training steps are the measurement, so probing wastes no work
 count (1..usable cores; see `candidates`) for a short window of steps and keeps the fastest, switching only when
 it is measurably faster than the current count (hysteresis, so noise cannot flip it back and forth). A probe
 runs at the start, at every epoch start, and whenever the median step rate of the last few steps moves away
-from the chosen count's probe rate (the machine changed). Between probes a step costs a clock read, a counter
-and a list store.
+from the chosen count's probe rate (the machine changed). After the start, a probe tries more threads than
+the chosen count only when the last window left cores idle (the kernel's idle time, `IdleMeter`): beside a
+busy core such a trial costs steps at a twentieth of the speed, to learn what the idle time already says.
+Between probes a step costs a clock read, a counter and a list store, and every `window` steps a read of
+/proc/stat.
 
-    ThreadDecider  the decisions: step durations in, thread counts out. Pure, so tests drive it with fake times
-    ThreadPolicy   the clock, torch.set_num_threads, the log lines and the per-epoch metrics
+    ThreadDecider  the decisions: step durations (and idle cores) in, thread counts out. Pure, so tests drive
+                   it with fake times
+    IdleMeter      the machine's idle cores between two samples (Linux /proc/stat)
+    ThreadPolicy   the clock, the idle meter, torch.set_num_threads, the log lines and the per-epoch metrics
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections import Counter
@@ -38,7 +44,9 @@ class Settings:
     min_steps: int = 8
     min_seconds: float = 0.1
     max_seconds: float = 1.0
-    skip_after_switch: int = 1  # the step after set_num_threads is not timed (the thread pool resizes)
+    # The step after set_num_threads is not timed (the thread pool resizes), unless it is 2 x `collapsed`
+    # slower than the best count: beside a busy core, 2 threads took 0.5 s for a 25-ms step of batch 512.
+    skip_after_switch: int = 1
     skip_at_start: int = 3  # nor the run's first steps (measured: 10-100x slower, first calls allocate and plan)
     window: int = 16  # steps between two checks of the steady state
     drift: float = 1.3  # re-probe when a window's median rate is this factor off the chosen count's probe rate
@@ -52,6 +60,11 @@ class Settings:
     # A count this factor slower than the best so far is cut after its first timed step: 2 threads beside a
     # busy core ran 10-40x slower (batch 8: up to 0.17 s a step), so even 3 steps of it cost an epoch 5-10 %.
     collapsed: float = 8.0
+    # After the start, a probe tries a count above the chosen one only when the CPU had this many idle cores
+    # per extra thread in the last window (where the OS tells: /proc/stat). Beside a busy core, every probe of
+    # 2 threads cost two steps at 1/20 of the speed: three drift probes an epoch (the busy core's noise moves
+    # the 1-thread rate 2x) halved `--recipe speedrun`'s speed (Intel Xeon, 2026-12-05).
+    spare_per_thread: float = 0.5
 
 
 def candidates(cores: int) -> list[int]:
@@ -108,6 +121,7 @@ class ThreadDecider:
         self.probe: _Probe | None = None
         self.recent: list[float] = []
         self.finished: list[ProbeResult] = []
+        self.spare_cores: float | None = None  # idle cores in the last window, set by the caller (None: unknown)
 
     def start_probe(self, reason: str, rate: float | None = None) -> int:
         """Begin a probe (unless one is running), the chosen count first (at the start: 1 thread, which no other
@@ -115,7 +129,8 @@ class ThreadDecider:
         steps, the probe starts at the next count. Returns the count to run."""
         if self.probe is None:
             first = self.chosen if self.chosen is not None else self.counts[0]
-            order = [first] + sorted((n for n in self.counts if n != first), reverse=self.chosen is not None)
+            others = [n for n in self.counts if n != first and self._may_try(n)]
+            order = [first] + sorted(others, reverse=self.chosen is not None)
             skip = self.settings.skip_at_start if self.chosen is None else self.settings.skip_after_switch
             self.probe = _Probe(reason, order, skip=skip)
             self.current = first
@@ -123,6 +138,13 @@ class ThreadDecider:
                 self.probe.rates[first] = rate
                 return self._next_candidate(self.probe)
         return self.current
+
+    def _may_try(self, count: int) -> bool:
+        """Whether a probe tries `count`: always at the start and below the chosen count; above it, only when
+        the last window left enough idle cores for the extra threads (or nobody could tell)."""
+        if self.chosen is None or count <= self.chosen or self.spare_cores is None:
+            return True
+        return self.spare_cores >= (count - self.chosen) * self.settings.spare_per_thread
 
     def observe(self, images: int, seconds: float) -> int:
         if self.probe is not None:
@@ -152,6 +174,10 @@ class ThreadDecider:
     def _probe_step(self, probe: _Probe, rate: float, seconds: float) -> int:
         if probe.skip:
             probe.skip -= 1
+            best = max(probe.rates.values(), default=0.0)
+            if rate * 2 * self.settings.collapsed < best:  # collapsed even allowing for the switch's cost
+                probe.rates[self.current] = rate
+                return self._next_candidate(probe)
             return self.current
         probe.samples.append(rate)
         probe.seconds += seconds
@@ -192,6 +218,29 @@ class ThreadDecider:
 Say = Callable[[str], None]
 
 
+class IdleMeter:
+    """Idle cores of the machine between two `sample()` calls, from the kernel's per-CPU time counters
+    (Linux /proc/stat: idle + iowait jiffies over the wall time); None where they cannot be read or on the
+    first call. About 30 us a call."""
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self.path = path
+        self.last: tuple[float, float] | None = None
+
+    def sample(self) -> float | None:
+        now = time.perf_counter()
+        try:
+            with open(self.path, encoding="ascii") as f:
+                fields = f.readline().split()
+            idle = (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+        before, self.last = self.last, (now, idle)
+        if before is None or now - before[0] <= 0:
+            return None
+        return max(0.0, (idle - before[1]) / (now - before[0]))
+
+
 class ThreadPolicy:
     """The thread count of one run: fixed (`--threads`, `--deterministic`, not a CPU) or adapted by a
     ThreadDecider. The loop calls `begin_epoch` before an epoch's first step, `step` after every step,
@@ -199,6 +248,7 @@ class ThreadPolicy:
 
     def __init__(self, decider: ThreadDecider | None, say: Say):
         self.decider, self.say = decider, say
+        self.idle = IdleMeter()
         self.threads = torch.get_num_threads()  # what the process runs now; fixed policies keep it
         self.epoch, self.step_in_epoch, self.last = 0, 0, time.perf_counter()
         self.used: Counter[int] = Counter()
@@ -217,6 +267,7 @@ class ThreadPolicy:
         """Epoch `epoch` (0-based) starts at `step`: re-probe (the machine may have changed meanwhile)."""
         self.epoch, self.step_in_epoch = epoch, step
         if self.decider is not None:
+            self.decider.spare_cores = self.idle.sample()
             self._run(self.decider.start_probe("start" if self.decider.chosen is None else "epoch start"))
         self.last = time.perf_counter()
 
@@ -227,6 +278,8 @@ class ThreadPolicy:
         self.step_in_epoch += 1
         self.used[self.threads] += 1
         if self.decider is not None:
+            if self.step_in_epoch % self.decider.settings.window == 0:
+                self.decider.spare_cores = self.idle.sample()
             threads = self.decider.observe(images, seconds)
             if threads != self.threads or self.decider.finished:
                 self._run(threads)
