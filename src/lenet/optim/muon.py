@@ -73,7 +73,8 @@ def split_parameters(params: Iterable[torch.nn.Parameter]) -> tuple[list[torch.n
     params = list(params)
     matrices = [p for p in params if p.ndim >= 2]
     muon = matrices[:-1]
-    return muon, [p for p in params if not any(p is q for q in muon)]
+    taken = {id(p) for p in muon}
+    return muon, [p for p in params if id(p) not in taken]
 
 
 class Muon:

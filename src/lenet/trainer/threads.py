@@ -226,14 +226,18 @@ class IdleMeter:
     def __init__(self, path: str = "/proc/stat") -> None:
         self.path = path
         self.last: tuple[float, float] | None = None
+        try:
+            self.tick = os.sysconf("SC_CLK_TCK")  # jiffies per second, fixed for the machine's life
+        except (ValueError, OSError, AttributeError):  # not a POSIX system: no /proc/stat either
+            self.tick = 0
 
     def sample(self) -> float | None:
         now = time.perf_counter()
         try:
             with open(self.path, encoding="ascii") as f:
                 fields = f.readline().split()
-            idle = (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError, AttributeError):
+            idle = (int(fields[4]) + int(fields[5])) / self.tick
+        except (OSError, ValueError, IndexError, ZeroDivisionError):
             return None
         before, self.last = self.last, (now, idle)
         if before is None or now - before[0] <= 0:
