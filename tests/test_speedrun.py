@@ -97,10 +97,22 @@ def test_option_flags():
                          "model": None}) == ["--threads", "1", "--deterministic", "--betas", "0.7", "0.9"]
 
 
-def test_the_speedrun_recipe_is_fast_at_batch_512_with_muon_in_2_epochs():
+def test_the_speedrun_recipe_is_fast_at_batch_512_with_muon_in_2_passes_over_50000_images():
     assert list(RECIPES)[-1] == "speedrun"
     assert RECIPES["speedrun"] == {**RECIPES["fast"], "batch_size": 512, "optimizer": "muon", "lr": 4e-2,
-                                   "momentum": 0.9, "epochs": 2}
+                                   "momentum": 0.9, "epochs": 2, "train_size": 50000}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--recipe", "speedrun", "--val-size", "20000"],
+     "--train-size 50000 (recipe speedrun's) is more than the 40000 training images left after --val-size 20000; "
+     "give --train-size 40000 or less (0: all of them)"),
+    (["--train-size", "70000"],
+     "--train-size 70000 is more than the 60000 training images; give --train-size 60000 or less (0: all of them)"),
+])
+def test_a_training_set_larger_than_the_split_says_where_the_size_came_from(argv, message, capsys):
+    assert main(["train", *argv]) == 2
+    assert capsys.readouterr().err == f"lenet train: error: {message}\n"
 
 
 @pytest.mark.parametrize("argv, message", [

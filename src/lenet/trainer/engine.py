@@ -24,6 +24,7 @@ from ..inference import precision_context
 from ..losses import LossFn, get_loss
 from ..models import get_model, matmul_form
 from ..optim import build_optimizer
+from ..recipes import get_recipe
 from .config import TrainConfig
 
 
@@ -116,6 +117,13 @@ class Engine:
         return self.cfg.compile and self.device.type == "cuda"
 
 
+def _recipe_value(cfg: TrainConfig, field: str) -> str:
+    """' (recipe R's)' when `cfg`'s recipe sets `field` to the value it has, for errors about a flag not typed."""
+    if cfg.recipe and get_recipe(cfg.recipe).get(field, object()) == getattr(cfg, field):
+        return f" (recipe {cfg.recipe}'s)"
+    return ""
+
+
 def build_engine(cfg: TrainConfig, device: torch.device, command: str | None = None) -> Engine:
     """Data, network, loss, optimizer and training network of `cfg`, in the order that fixes what the
     seeded global RNG draws (the network's initial weights come first)."""
@@ -124,7 +132,10 @@ def build_engine(cfg: TrainConfig, device: torch.device, command: str | None = N
     train = data.train.to(device)
     if cfg.train_size:
         if cfg.train_size > len(train):
-            raise ConfigError(f"--train-size {cfg.train_size} is more than the {len(train)} training images")
+            raise ConfigError(f"--train-size {cfg.train_size}{_recipe_value(cfg, 'train_size')} is more than the "
+                              f"{len(train)} training images"
+                              + (f" left after --val-size {cfg.val_size}" if cfg.val_size else "")
+                              + f"; give --train-size {len(train)} or less (0: all of them)")
         train = Split(train.images[:cfg.train_size], train.labels[:cfg.train_size])
     model = get_model(cfg.model, **({"init": cfg.init} if cfg.init is not None else {})).to(device)
     if channels_last:
