@@ -18,6 +18,8 @@ and it is no `torch.optim.Optimizer`, whose construction imports torch._dynamo (
 What it buys here: `seed` at batch 512 reaches 99.08 % on the validation split in 2 epochs, where Adam reaches
 98.65 % and needs 3 for 99.0 % (`--recipe speedrun` uses it; benchmarks/README.md, "Muon: the speedrun in 2
 epochs"). An optimizer step costs 0.75 ms there against Adam's 0.05 ms, most of it fc1's Newton-Schulz steps.
+`--recipe modern` uses it too, for its three filter banks: 99.676 % mean test accuracy over 5 seeds against
+AdamW's 99.642 % (docs/modern.md, "Fourth round").
 """
 
 from __future__ import annotations
