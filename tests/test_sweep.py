@@ -243,3 +243,55 @@ def test_random_search_samples_the_space_and_maximises_validation_accuracy(tmp_p
         assert trial.value == recorded_metrics(run)["val_accuracy"]
     assert study.best_trial.value == max(t.value for t in trials)
     assert len(json.loads((folder / "results.json").read_text())["runs"]) == len({t.params["lr"] for t in trials})
+
+
+# --- two machines opening a fresh database at once --------------------------------------------------------------
+
+def _schema_race() -> Exception:
+    from sqlalchemy.exc import IntegrityError
+
+    return IntegrityError("CREATE TABLE alembic_version (...)", {},
+                          Exception('duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+
+
+def test_opening_a_storage_another_process_is_creating_waits_and_opens_it(tmp_path, monkeypatch):
+    import optuna
+
+    from lenet.sweep import study as study_module
+
+    attempts = []
+
+    class CreatedMeanwhile(optuna.storages.RDBStorage):  # the first CREATE TABLE loses the race, as on PostgreSQL
+        def __init__(self, *args, **kwargs):
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise _schema_race()
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", CreatedMeanwhile)
+    monkeypatch.setattr(study_module, "SCHEMA_RACE_WAIT_S", 0)
+    storage = study_module.open_storage(study_module.StudyRef(study_module.sqlite_url(tmp_path), "race"))
+    assert len(attempts) == 2
+    optuna.create_study(study_name="race", storage=storage)
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["race"]
+
+
+def test_a_schema_error_that_persists_is_a_config_error_after_the_retries(tmp_path, monkeypatch):
+    import optuna
+
+    from lenet.sweep import study as study_module
+
+    attempts = []
+
+    class AlwaysFails(optuna.storages.RDBStorage):
+        def __init__(self, *args, **kwargs):
+            attempts.append(1)
+            raise _schema_race()
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", AlwaysFails)
+    monkeypatch.setattr(study_module, "SCHEMA_RACE_WAIT_S", 0)
+    ref = study_module.StudyRef(study_module.sqlite_url(tmp_path), "race")
+    with pytest.raises(ConfigError, match=r"^cannot open the study storage sqlite:///.*study\.db: "
+                                          r"\(builtins\.Exception\) duplicate key value"):
+        study_module.open_storage(ref)
+    assert len(attempts) == study_module.SCHEMA_RACE_RETRIES + 1

@@ -91,9 +91,13 @@ def _own_cluster():
 
 
 def _study(url: str):
+    """The sweep's study, opened as lenet opens it: while the sweeps start, this process too may race them to
+    create the fresh database's tables (failed once in a CI rehearsal with Optuna's own opening)."""
     import optuna
 
-    return optuna.load_study(study_name="pg", storage=url)
+    from lenet.sweep.study import StudyRef, open_storage
+
+    return optuna.load_study(study_name="pg", storage=open_storage(StudyRef(url, "pg")))
 
 
 def _kill_a_worker_mid_trial(url: str, folder: Path, timeout: float = 120) -> int:
@@ -103,7 +107,11 @@ def _kill_a_worker_mid_trial(url: str, folder: Path, timeout: float = 120) -> in
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for trial in _study(url).get_trials(states=(TrialState.RUNNING,)):
+        try:
+            running = _study(url).get_trials(states=(TrialState.RUNNING,))
+        except KeyError:  # no sweep has created the study yet
+            running = []
+        for trial in running:
             worker = trial.user_attrs.get("worker")
             started = [p for p in folder.glob("runs/*/config.json")
                        if not (p.parent / "trial.json").exists() and f"seed-{trial.params['seed']}" in p.parent.name

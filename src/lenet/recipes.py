@@ -51,7 +51,7 @@ RECIPES: dict[str, dict] = {
     # 2026-12-05: Muon (optim/muon.py) for the weight matrices reaches it in 2 epochs: lr 4e-2 (Adam's half
     # too), 3 Newton-Schulz steps: 99.13-99.17 % (Adam at 2 epochs, same seeds: 98.71 %). benchmarks/README.md,
     # "Muon", has every variant tried; `lenet speedrun` gives its test accuracy and times.
-    # Since the afternoon of 2026-12-05, 50,000 training images: every validation run above trained on 50,000
+    # Since later on 2026-12-05, 50,000 training images: every validation run above trained on 50,000
     # (the other 10,000 held out), so two passes over 50,000 are the runs that were validated (seeds 0-4:
     # 99.08 +- 0.12 %), where two passes over 60,000 are 20 % more steps than any of them took.
     "speedrun": {"model": "seed", "optimizer": "muon", "lr": 4e-2, "momentum": 0.9, "betas": (0.7, 0.9),

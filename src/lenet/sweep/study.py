@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -89,24 +90,52 @@ def _retry_callback(max_retry: int) -> dict[str, Any]:
     return {"heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=max_retry)}
 
 
+# Two processes opening a fresh database at once both create Optuna's tables; the slower one's CREATE TABLE
+# fails on the type the faster one just committed ("duplicate key ... pg_type_typname_nsp_index" on PostgreSQL).
+# Opening again then finds the tables: machines that start one sweep together must not fail for it.
+SCHEMA_RACE_RETRIES = 5
+SCHEMA_RACE_WAIT_S = 0.5
+
+
 def open_storage(ref: StudyRef) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at `ref.url` with heartbeats on; SQLite transactions serialised (see above)."""
-    sqlite = ref.url.startswith("sqlite")
-    engine_kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if sqlite else {}
-    try:
-        with _quiet():
-            storage = optuna.storages.RDBStorage(ref.url, engine_kwargs=engine_kwargs, grace_period=ref.grace,
-                                                 heartbeat_interval=ref.heartbeat, **_retry_callback(ref.max_retry))
-    except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-        raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {e}") from None
-    except Exception as e:  # sqlalchemy's OperationalError and friends: server down, bad password, ...
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot reach the study storage {ref.shown_url()}: {first}") from None
-    if sqlite:
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(SCHEMA_RACE_RETRIES + 1):
+        try:
+            storage = _rdb_storage(ref)
+            break
+        except (IntegrityError, ProgrammingError) as e:  # another process created the schema meanwhile
+            if attempt == SCHEMA_RACE_RETRIES:
+                raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {_first_line(e)}") from None
+            time.sleep(SCHEMA_RACE_WAIT_S)
+    if ref.url.startswith("sqlite"):
         from sqlalchemy import event
 
         event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return storage
+
+
+def _rdb_storage(ref: StudyRef) -> optuna.storages.RDBStorage:
+    """One attempt at opening the storage; a race on its schema is left to the caller (IntegrityError,
+    ProgrammingError), every other failure is a ConfigError."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    engine_kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if ref.url.startswith("sqlite") else {}
+    try:
+        with _quiet():
+            return optuna.storages.RDBStorage(ref.url, engine_kwargs=engine_kwargs, grace_period=ref.grace,
+                                              heartbeat_interval=ref.heartbeat, **_retry_callback(ref.max_retry))
+    except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
+        raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {e}") from None
+    except (IntegrityError, ProgrammingError):
+        raise
+    except Exception as e:  # sqlalchemy's OperationalError and friends: server down, bad password, ...
+        raise ConfigError(f"cannot reach the study storage {ref.shown_url()}: {_first_line(e)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def open_study(ref: StudyRef, spec: SweepSpec | None = None, sampler: optuna.samplers.BaseSampler | None = None
