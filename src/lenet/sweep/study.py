@@ -101,37 +101,27 @@ def open_storage(ref: StudyRef) -> optuna.storages.RDBStorage:
     """Optuna's RDB storage at `ref.url` with heartbeats on; SQLite transactions serialised (see above)."""
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
+    sqlite = ref.url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if sqlite else {}
     for attempt in range(SCHEMA_RACE_RETRIES + 1):
         try:
-            storage = _rdb_storage(ref)
+            with _quiet():
+                storage = optuna.storages.RDBStorage(ref.url, engine_kwargs=engine_kwargs, grace_period=ref.grace,
+                                                     heartbeat_interval=ref.heartbeat, **_retry_callback(ref.max_retry))
             break
         except (IntegrityError, ProgrammingError) as e:  # another process created the schema meanwhile
             if attempt == SCHEMA_RACE_RETRIES:
                 raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {_first_line(e)}") from None
             time.sleep(SCHEMA_RACE_WAIT_S)
-    if ref.url.startswith("sqlite"):
+        except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
+            raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {e}") from None
+        except Exception as e:  # sqlalchemy's OperationalError and friends: server down, bad password, ...
+            raise ConfigError(f"cannot reach the study storage {ref.shown_url()}: {_first_line(e)}") from None
+    if sqlite:
         from sqlalchemy import event
 
         event.listen(storage.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
     return storage
-
-
-def _rdb_storage(ref: StudyRef) -> optuna.storages.RDBStorage:
-    """One attempt at opening the storage; a race on its schema is left to the caller (IntegrityError,
-    ProgrammingError), every other failure is a ConfigError."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
-
-    engine_kwargs = {"connect_args": {"timeout": 120, "isolation_level": None}} if ref.url.startswith("sqlite") else {}
-    try:
-        with _quiet():
-            return optuna.storages.RDBStorage(ref.url, engine_kwargs=engine_kwargs, grace_period=ref.grace,
-                                              heartbeat_interval=ref.heartbeat, **_retry_callback(ref.max_retry))
-    except (ImportError, ValueError, optuna.exceptions.StorageInternalError) as e:
-        raise ConfigError(f"cannot open the study storage {ref.shown_url()}: {e}") from None
-    except (IntegrityError, ProgrammingError):
-        raise
-    except Exception as e:  # sqlalchemy's OperationalError and friends: server down, bad password, ...
-        raise ConfigError(f"cannot reach the study storage {ref.shown_url()}: {_first_line(e)}") from None
 
 
 def _first_line(error: Exception) -> str:
