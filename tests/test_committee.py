@@ -307,11 +307,11 @@ def test_cli_train_trains_members_with_seeds_then_builds(tmp_path, capsys, mnist
 
 
 def test_members_can_differ_by_distortion_in_consecutive_groups(tmp_path, capsys, mnist):
-    from lenet.cli.committee_cmd import member_augments
+    from lenet.cli.committee_cmd import member_groups
 
-    assert member_augments(10, ["affine", "elastic-mild+affine"]) == ["affine"] * 5 + ["elastic-mild+affine"] * 5
-    assert member_augments(10, ["a", "b", "c"]) == ["a"] * 4 + ["b"] * 3 + ["c"] * 3
-    assert member_augments(2, ["a", "b"]) == ["a", "b"]
+    assert member_groups(10, ["affine", "elastic-mild+affine"]) == ["affine"] * 5 + ["elastic-mild+affine"] * 5
+    assert member_groups(10, ["a", "b", "c"]) == ["a"] * 4 + ["b"] * 3 + ["c"] * 3
+    assert member_groups(2, ["a", "b"]) == ["a", "b"]
     out, runs = tmp_path / "c", tmp_path / "runs"
     argv = ["committee", "train", "--members", "3", "--out", str(out), "--runs", str(runs), "--augments", "none",
             "elastic-mild+affine", "--train-size", "500", "--epochs", "1", "--log-every", "0"]
@@ -327,6 +327,30 @@ def test_members_can_differ_by_distortion_in_consecutive_groups(tmp_path, capsys
     _one_error_line(capsys, [*argv[:9], "affine", "none", *argv[11:], "--overwrite"],
                     f"{runs / 'seed-0'} holds a member started with --augment none, where this committee trains "
                     "--augment affine")
+
+
+def test_members_can_differ_by_digit_width_and_by_distortion_at_once(tmp_path, capsys):
+    out, runs = tmp_path / "c", tmp_path / "runs"
+    base = ["committee", "train", "--members", "3", "--out", str(out), "--runs", str(runs), "--model", "modern",
+            "--train-size", "300", "--epochs", "1", "--batch-size", "100", "--log-every", "0"]
+    assert main([*base, "--digit-widths", "none", "12", "16", "--augments", "affine", "none"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("member ")]
+    assert printed == [f"member 1/3: seed 0 --augment affine -> {runs / 'seed-0'}",
+                       f"member 2/3: seed 1 --augment affine --digit-width 12 -> {runs / 'seed-1'}",
+                       f"member 3/3: seed 2 --augment none --digit-width 16 -> {runs / 'seed-2'}"]
+    assert [getattr(m, "digit_width", None) for m in lenet.load(out).members] == [None, 12, 16]
+    # a member folder started with another width is refused, not silently continued into this committee
+    _one_error_line(capsys, [*base, "--digit-widths", "none", "14", "16", "--augments", "affine", "none",
+                             "--overwrite"],
+                    f"{runs / 'seed-1'} holds a member started with --digit-width 12, where this committee trains "
+                    "--digit-width 14")
+    _one_error_line(capsys, [*base, "--digit-widths", "12", "--digit-width", "12", "--overwrite"],
+                    "--digit-widths gives each group of members its --digit-width: give one of them, not both")
+    _one_error_line(capsys, [*base, "--digit-widths", "10", "12", "14", "16", "--overwrite"],
+                    "--digit-widths names 4 widths for 3 members: give at least one member to each")
+    with pytest.raises(SystemExit):
+        main([*base, "--digit-widths", "wide"])
+    assert "a digit width is a whole number of pixels or none, got 'wide'" in capsys.readouterr().err
 
 
 def test_one_augment_for_every_member_is_passed_once(tmp_path, capsys):

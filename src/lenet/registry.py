@@ -126,6 +126,9 @@ PRECISIONS = ("fp32", "bf16")
 KERNELS = ("auto", "conv", "matmul")
 
 
+DIGIT_WIDTHS = range(4, 29)  # pixels: from a stroke to the whole 28-pixel frame
+
+
 @dataclass(frozen=True)
 class ModelEntry(Entry):
     """A network and what it offers, so that no caller probes a model with hasattr."""
@@ -135,6 +138,9 @@ class ModelEntry(Entry):
     train_defaults: dict[str, Any] = field(default_factory=dict)
     # Initialisation rules the builder accepts as `init=` (empty: the network has one, fixed).
     init_choices: tuple[str, ...] = ()
+    # Whether the builder accepts `digit_width=` (normalise each digit's width first: models/width.py),
+    # one of DIGIT_WIDTHS.
+    digit_width: bool = False
     # "module:attribute" of a function model -> module computing the same function as matrix products
     # from uint8 pixels (the CPU bf16 training form), or None.
     matmul_form: str | None = None

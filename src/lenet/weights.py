@@ -109,6 +109,31 @@ def load_network(source: Source, *, device: torch.device | str = "cpu",
     return checkpoint.load_weights(read_record(source), device=device, expected_model=expected_model)
 
 
+def held_out_split(source: Source) -> tuple[str, int, int]:
+    """(dataset, --val-size, the seed that chose them): the training images `source` held out for validation,
+    as its record's config says. For a committee, the images every member held out: they must be the same ones,
+    or the committee would be validated on images some members trained on."""
+    folder = _committee_folder(source)
+    records = committee.member_records(folder) if folder is not None else [read_record(source)]
+    splits = {_held_out(record, source) for record in records}
+    if len(splits) > 1:
+        shown = "; ".join(f"--val-size {size} chosen by seed {seed}" for _, size, seed in sorted(splits))
+        raise ConfigError(f"the members of {source} hold out different images ({shown}): a committee can be "
+                          "validated only on images none of its members trained on; train its members with one "
+                          "--val-seed")
+    return splits.pop()
+
+
+def _held_out(record: WeightsRecord, source: Source) -> tuple[str, int, int]:
+    config = record.config or {}
+    size = config.get("val_size") or 0
+    if not size:
+        raise ConfigError(f"{source} was trained on all of its training images (no --val-size), so it has no "
+                          "validation split: evaluate it on the test set, or train with --val-size N")
+    seed = config.get("val_seed")
+    return record.dataset or config.get("dataset") or "mnist", size, config.get("seed", 0) if seed is None else seed
+
+
 # --- committees (lenet.committee): the one branch by which every command accepts a committee folder ----------
 
 def _committee_folder(source: Source) -> Path | None:

@@ -1,8 +1,9 @@
 """`lenet committee`: one network made of N trained ones, the mean of their probabilities (lenet.committee).
 
     lenet committee build OUT RUN... [--best K]      from run folders, weights files, shipped names, sweep folders
-    lenet committee train --members N --out DIR ...  train N members (seeds S..S+N-1; --augments: members in
-                                                     groups that differ by distortion), then build
+    lenet committee train --members N --out DIR ...  train N members (seeds S..S+N-1; --augments, --digit-widths:
+                                                     members in groups that differ by distortion or by
+                                                     normalised digit width), then build
     lenet committee show DIR                         the manifest: members, hashes, provenance, metrics
 
 A committee folder is then used like a run folder: `lenet eval DIR`, `lenet predict --checkpoint DIR`,
@@ -25,7 +26,9 @@ if TYPE_CHECKING:  # the parser must not import torch (tests/test_cli.py)
 
 # `lenet committee train` takes every training flag but these: seed and out it sets per member, the others
 # are its own options.
-_NOT_TRAINING = {"seed", "out", "members", "runs", "first_seed", "augments", "overwrite", "description", "json"}
+_NOT_TRAINING = {"seed", "out", "members", "runs", "first_seed", "augments", "digit_widths", "overwrite",
+                 "description", "json"}
+AS_DRAWN = "none"  # a --digit-widths entry: the member sees the digits as drawn
 _TRAIN_FIELDS = [f.name for f in flag_fields() if f.name not in _NOT_TRAINING]
 AUGMENTATION_NAMES = list(AUGMENTATIONS.names())
 
@@ -91,9 +94,24 @@ def _add_train(actions) -> None:
                         "one more), each trained with its name's --augment; e.g. --members 10 --augments affine "
                         "elastic-mild+affine trains seeds 0-4 with affine and 5-9 with elastic-mild+affine. "
                         f"Choices: {', '.join(AUGMENTATION_NAMES)}; not with --augment")
+    p.add_argument("--digit-widths", nargs="+", metavar="W", type=_width_or_as_drawn,
+                   help="members that differ by normalised digit width (Ciresan et al. 2012), grouped like "
+                        "--augments: each group trained with its --digit-width W, or none (the digits as drawn); "
+                        "e.g. --members 10 --digit-widths none none none none none 12 14 16 18 20; not with "
+                        "--digit-width")
     add_train_arguments(p.add_argument_group("training (every member)"), _TRAIN_FIELDS)
     _add_output_arguments(p)
     p.set_defaults(run=run_train)
+
+
+def _width_or_as_drawn(text: str) -> int | None:
+    if text == AS_DRAWN:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a digit width is a whole number of pixels or {AS_DRAWN}, got {text!r}") \
+            from None
 
 
 def _add_show(actions) -> None:
@@ -187,69 +205,82 @@ def run_build(args: argparse.Namespace) -> int:
 
 # --- train ---------------------------------------------------------------------------------------------------
 
-def member_augments(members: int, augments: list[str]) -> list[str]:
-    """Each member's augmentation: `augments` in consecutive groups as equal as possible, the first groups
-    one longer (10 members, 3 names: 4, 3, 3)."""
-    size, extra = divmod(members, len(augments))
-    return [name for i, name in enumerate(augments) for _ in range(size + (i < extra))]
+def member_groups(members: int, names: list[Any]) -> list[Any]:
+    """Each member's value: `names` in consecutive groups as equal as possible, the first groups one longer
+    (10 members, 3 names: 4, 3, 3)."""
+    size, extra = divmod(members, len(names))
+    return [name for i, name in enumerate(names) for _ in range(size + (i < extra))]
 
 
-def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[str | None]:
-    """Refuse what would waste the training (before it starts); each member's --augment (None: the recipe's)."""
+# Options that `lenet committee train` varies by member group: (its flag, the training field it sets, what it names)
+_VARIED = (("augments", "augment", "distortions"), ("digit_widths", "digit_width", "widths"))
+
+
+def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """Refuse what would waste the training (before it starts); each member's own training values (--augment,
+    --digit-width) over `options`."""
     from lenet.errors import ConfigError
 
     if args.members < 1:
         raise ConfigError(f"--members must be at least 1, got {args.members}")
     if Path(args.out).exists() and not args.overwrite:  # before hours of training, not after
         raise ConfigError(f"{args.out} already exists: choose another --out, or replace it with --overwrite")
-    if not args.augments:
-        return [options.get("augment")] * args.members
-    if "augment" in options:
-        raise ConfigError("--augments gives each group of members its --augment: give one of them, not both")
-    if len(args.augments) > args.members:
-        raise ConfigError(f"--augments names {len(args.augments)} distortions for {args.members} members: "
-                          "give at least one member to each")
-    return member_augments(args.members, args.augments)
+    own: list[dict[str, Any]] = [{} for _ in range(args.members)]
+    for group_flag, field, noun in _VARIED:
+        names = getattr(args, group_flag, None)
+        if not names:
+            continue
+        flag, each = "--" + group_flag.replace("_", "-"), "--" + field.replace("_", "-")
+        if field in options:
+            raise ConfigError(f"{flag} gives each group of members its {each}: give one of them, not both")
+        if len(names) > args.members:
+            raise ConfigError(f"{flag} names {len(names)} {noun} for {args.members} members: give at least one "
+                              "member to each")
+        for values, name in zip(own, member_groups(args.members, names), strict=True):
+            if name is not None:
+                values[field] = name
+    return own
 
 
-def _check_started(folders: list[Path], augments: list[str | None]) -> None:
-    """Refuse a member folder started with another distortion than its place in this committee (it would be
+def _check_started(folders: list[Path], own: list[dict[str, Any]]) -> None:
+    """Refuse a member folder started with other values than its place in this committee gives it (it would be
     continued, not retrained)."""
     from lenet.errors import ConfigError
     from lenet.trainer.config import load_config
 
-    for folder, augment in zip(folders, augments, strict=True):
-        if augment is None or not (folder / "config.json").exists():
+    for folder, values in zip(folders, own, strict=True):
+        if not (folder / "config.json").exists():
             continue
-        started = load_config(folder).augment
-        if started != augment:
-            raise ConfigError(f"{folder} holds a member started with --augment {started}, where this committee "
-                              f"trains --augment {augment}: give another --runs, or delete that folder")
+        started = load_config(folder)
+        for field, value in values.items():
+            if getattr(started, field) != value:
+                flag = "--" + field.replace("_", "-")
+                raise ConfigError(f"{folder} holds a member started with {flag} {getattr(started, field)}, where "
+                                  f"this committee trains {flag} {value}: give another --runs, or delete that folder")
 
 
-def _train_member(folder: Path, seed: int, augment: str | None, options: dict[str, Any], command: str) -> None:
-    """Train one member into `folder` with its distortion `augment` (None: the recipe's), or continue it there."""
+def _train_member(folder: Path, seed: int, own: dict[str, Any], options: dict[str, Any], command: str) -> None:
+    """Train one member into `folder` with its own values `own` over `options`, or continue it there."""
     from lenet.api import train
 
     if (folder / "config.json").exists():
         train(resume=folder, command=command, **({"epochs": options["epochs"]} if "epochs" in options else {}))
     else:
-        train(**{**options, **({"augment": augment} if augment else {})}, seed=seed, out=str(folder),
-              command=command)
+        train(**{**options, **own}, seed=seed, out=str(folder), command=command)
 
 
 def run_train(args: argparse.Namespace) -> int:
     options = train_options(args, _TRAIN_FIELDS)
-    augments = _check_members(args, options)
+    own = _check_members(args, options)
     runs_dir = Path(args.runs or f"{args.out}-runs")
     folders = [runs_dir / f"seed-{args.first_seed + index}" for index in range(args.members)]
-    _check_started(folders, augments)
-    for index, (folder, augment) in enumerate(zip(folders, augments, strict=True)):
+    _check_started(folders, own)
+    for index, (folder, values) in enumerate(zip(folders, own, strict=True)):
         seed = args.first_seed + index
-        given = f" --augment {augment}" if args.augments else ""
+        given = "".join(f" --{field.replace('_', '-')} {value}" for field, value in values.items())
         print(f"member {index + 1}/{args.members}: seed {seed}{given} -> {folder}", flush=True)
         command = f"{args.command_line}  # member {index}: --seed {seed}{given} --out {folder}"
-        _train_member(folder, seed, augment, options, command)
+        _train_member(folder, seed, values, options, command)
     result = build_from(args.out, [str(f) for f in folders], args)
     _report(result.manifest, args.out, args.json)
     return 0

@@ -25,30 +25,52 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average the probabilities of the image and its four one-pixel "
                         "shifts (reported beside the plain accuracy, which stays the headline)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="test (default): the test set; val: the training images the checkpoint held out with "
+                        "--val-size (the same seed chose them; a committee's members must all have held out the "
+                        "same ones: --val-seed), for choosing without looking at the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_eval)
 
 
-def run_eval(args: argparse.Namespace) -> int:
+def _images(args: argparse.Namespace, record):
+    """(dataset, what the images are called, the Split) that --split names."""
     from lenet.data import load_dataset
+    from lenet.weights import held_out_split
+
+    if args.split == "test":
+        dataset = args.dataset or record.dataset or "mnist"
+        return dataset, "test set", load_dataset(dataset, args.data_root).test
+    dataset, size, seed = held_out_split(args.checkpoint)
+    if args.dataset and args.dataset != dataset:
+        from lenet.errors import ConfigError
+
+        raise ConfigError(f"--dataset {args.dataset}: {args.checkpoint} held out its validation images from "
+                          f"{dataset}; leave out --dataset with --split val")
+    split = load_dataset(dataset, args.data_root, size, seed).val
+    return dataset, f"validation split ({size:,} training images held out by seed {seed})", split
+
+
+def run_eval(args: argparse.Namespace) -> int:
     from lenet.inference import evaluate, pick_device
     from lenet.weights import load_network, read_record
 
     record = read_record(args.checkpoint)
-    dataset = args.dataset or record.dataset or "mnist"
+    dataset, called, images = _images(args, record)
     model = load_network(args.checkpoint, device=pick_device(args.device), expected_model=args.model)
-    result = evaluate(model, load_dataset(dataset, args.data_root).test, tta=args.tta)
+    result = evaluate(model, images, tta=args.tta)
     if args.json:
         print(json.dumps({"checkpoint": str(args.checkpoint), "model": record.model, "dataset": dataset,
-                          "sha256": record.sha256, "tta": args.tta, **result.to_dict()}))
+                          "split": args.split, "sha256": record.sha256, "tta": args.tta, **result.to_dict()}))
         return 0
-    print(format_report(record.model + (" with test-time augmentation" if args.tta else ""), dataset, result))
+    print(format_report(record.model + (" with test-time augmentation" if args.tta else ""), dataset, result,
+                        called))
     return 0
 
 
-def format_report(model_name: str, dataset: str, result) -> str:
+def format_report(model_name: str, dataset: str, result, called: str = "test set") -> str:
     errors = result.to_dict()["errors"]
-    lines = [f"{model_name} on {dataset} test set: {result.accuracy:.2f}% accuracy "
+    lines = [f"{model_name} on {dataset} {called}: {result.accuracy:.2f}% accuracy "
              f"({errors} errors in {result.count:,}, error rate {100 - result.accuracy:.2f}%)", "",
              "per-class accuracy:"]
     lines += [f"  {digit}: {acc:6.2f}%" for digit, acc in enumerate(result.per_class)]

@@ -41,6 +41,7 @@ MODELS.add(ModelEntry(
 MODELS.add(ModelEntry(
     "modern", "lenet.models.modern:ModernLeNet5",
     "LeNet-5's three convolutions under its 60k-parameter budget, with batch norm, max-pooling and dropout",
+    digit_width=True,
 ))
 
 __all__ = ["MODELS", "ModelEntry", "feature_maps", "format_table", "get_model", "layer_table", "list_models",

@@ -28,13 +28,19 @@ paid on the validation split (README, "Results"; docs/modern.md):
     total               56,714
 
 The budget is the paper's: LeNet-5 has 60,000 trainable parameters, this network fewer (tests assert it).
+
+`ModernLeNet5(digit_width=W)` first resamples every digit so its bounding box is W pixels wide (Cireşan et al.'s
+width normalisation, width.py; no parameters): committee members that see the digits at different widths err
+differently (docs/modern.md, "Committees of normalised widths").
 """
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .staged import Stage, StagedNetwork
+from .width import WidthNormalization
 
 RELU = nn.ReLU()  # stateless: one instance serves every stage
 DROPOUT = 0.1  # before the output layer; chosen on the validation split (docs/modern.md)
@@ -58,3 +64,18 @@ class ModernLeNet5(StagedNetwork):
         Stage("drop", lambda: nn.Dropout(DROPOUT),                            (80, 3, 3)),
         Stage("f6",   lambda: nn.Linear(80 * 3 * 3, 10),                      (10,),        flatten=True),  # logits
     )
+
+    def __init__(self, digit_width: int | None = None) -> None:
+        super().__init__()
+        self.digit_width = digit_width
+        # Not a stage: it holds no parameters, and the first stage's input is the prepared (normalised) image.
+        self.normalize_width = None if digit_width is None else WidthNormalization(digit_width)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.normalize_width is None else self.normalize_width(x)
+
+    def summary_notes(self) -> str:
+        if self.digit_width is None:
+            return ""
+        return (f"input: every digit resampled so its bounding box is {self.digit_width} pixels wide "
+                "(width normalisation, no parameters)")

@@ -32,6 +32,7 @@ from ..registry import (
     AUGMENTATIONS,
     DATASETS,
     DEVICES,
+    DIGIT_WIDTHS,
     KERNELS,
     LOSSES,
     OPTIMIZERS,
@@ -66,6 +67,11 @@ def _init_choices() -> str:
     return "choices by network: " + ("; ".join(offered) or "none")
 
 
+def _digit_width_models() -> str:
+    having = [name for name in MODELS.names() if MODELS.entry(name).digit_width]
+    return f"{DIGIT_WIDTHS[0]}-{DIGIT_WIDTHS[-1]} pixels; networks that offer it: " + (", ".join(having) or "none")
+
+
 def _matmul_forms() -> str:
     having = [name for name in MODELS.names() if MODELS.entry(name).matmul_form]
     return "networks with a matrix-product form: " + (", ".join(having) or "none")
@@ -85,6 +91,9 @@ class TrainConfig:
                                     "shipped with lenet", "what", str, metavar="DIR")
     val_size: int = _option(0, "training images held out for validation (model selection); the test set only "
                             "reports", "what", int, metavar="N")
+    val_seed: int | None = _option(None, "seed that chooses the --val-size images held out; default: --seed. Give "
+                                   "a committee's members one value, and their committee can be validated on the "
+                                   "images none of them trained on", "what", int, metavar="S")
     train_size: int = _option(0, "train on the first N images of the training split only (after --val-size is "
                               "held out); 0 = all. For quick experiments and tests, never for reported results",
                               "what", int, metavar="N")
@@ -113,7 +122,11 @@ class TrainConfig:
     map_j: float = _option(10.0, "j of the MAP loss: e^-j caps the push on wrong classes", "how", float)
     init: str | None = _option(None, "weight initialisation, where the network offers a choice; default: the "
                                "network's own", "how", str, notes=_init_choices)
-    seed: int = _option(0, "random seed: weights, batch order, augmentation, validation split", "run", int)
+    digit_width: int | None = _option(None, "resample every digit so its bounding box is W pixels wide (Ciresan's "
+                                      "width normalisation; part of the network: eval, predict and export apply it "
+                                      "too); default: as drawn", "how", int, metavar="W", notes=_digit_width_models)
+    seed: int = _option(0, "random seed: weights, batch order, augmentation, validation split (unless --val-seed)",
+                        "run", int)
     deterministic: bool = _option(False, "bit-reproducible runs (same machine, same thread count)", "run", bool)
     device: str = _option("auto", "auto = CUDA, else Apple's MPS, else the CPU", "run", str,
                           choices=DEVICES)
@@ -203,12 +216,28 @@ def config_problems(cfg: TrainConfig) -> list[str]:
                      if not _inside(b, 0, 1, False, True)]
     if _is_real(cfg.warmup_epochs) and _is_integer(cfg.epochs) and cfg.warmup_epochs > cfg.epochs > 0:
         problems.append(f"warmup-epochs {_shown(cfg.warmup_epochs)} is more than the {cfg.epochs} epochs of the run")
+    problems += _digit_width_problems(cfg)
+    if cfg.val_seed is not None and _is_integer(cfg.val_seed) and not 0 <= cfg.val_seed <= MAX_SEED:
+        problems.append(_integer_range("val_seed", cfg.val_seed, 0, MAX_SEED))
     if cfg.threads is not None and _is_integer(cfg.threads) and not 0 < cfg.threads <= MAX_INT64:
         problems.append(_integer_range("threads", cfg.threads, 1, MAX_INT64))
     if not (_is_real(cfg.checkpoint_every) and _inside(cfg.checkpoint_every, 0, None, False, False)):
         problems.append(f"checkpoint-every must be a finite number of minutes >= 0, got "
                         f"{_shown(cfg.checkpoint_every)}")
     return problems
+
+
+def _digit_width_problems(cfg: TrainConfig) -> list[str]:
+    width = cfg.digit_width
+    if width is None or not _is_integer(width):
+        return []  # as drawn, or a type problem (reported as one)
+    if width not in DIGIT_WIDTHS:
+        return [f"digit-width must be a whole number of pixels from {DIGIT_WIDTHS[0]} to {DIGIT_WIDTHS[-1]}, "
+                f"got {_shown(width)}"]
+    if isinstance(cfg.model, str) and cfg.model in MODELS and not MODELS.entry(cfg.model).digit_width:
+        having = [name for name in MODELS.names() if MODELS.entry(name).digit_width]
+        return [f"model {_shown(cfg.model)} has no digit-width (networks that offer it: {', '.join(having)})"]
+    return []
 
 
 # Integer fields: (lowest, highest or None). Epochs: the per-epoch random streams are seeded with
@@ -231,6 +260,7 @@ _REALS: dict[str, tuple[float, float | None, bool, bool]] = {
     "ema": (0, 1, False, True)}
 _BOOLS = ("nesterov", "deterministic", "compile")
 _OPTIONAL_STRINGS = ("data_root", "out", "init", "recipe")
+_OPTIONAL_INTEGERS = ("threads", "val_seed", "digit_width")
 
 
 def _flag(name: str) -> str:
@@ -295,8 +325,8 @@ def _type_problems(cfg: TrainConfig) -> list[str]:
                  if not isinstance(getattr(cfg, n), bool)]
     problems += [f"{_flag(n)} must be a string, got {_shown(getattr(cfg, n))}" for n in _OPTIONAL_STRINGS
                  if not isinstance(getattr(cfg, n), (str, type(None)))]
-    if cfg.threads is not None and not _is_integer(cfg.threads):
-        problems.append(f"threads must be an integer, got {_shown(cfg.threads)}")
+    problems += [f"{_flag(n)} must be an integer, got {_shown(getattr(cfg, n))}" for n in _OPTIONAL_INTEGERS
+                 if getattr(cfg, n) is not None and not _is_integer(getattr(cfg, n))]
     if not _is_pair_of_reals(cfg.betas):
         problems.append(f"betas must be two numbers, got {_shown(cfg.betas)}")
     if not (isinstance(cfg.extra, dict) and all(isinstance(k, str) for k in cfg.extra)):

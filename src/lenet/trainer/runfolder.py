@@ -55,7 +55,7 @@ _NOT_IDENTITY = ("epochs", "out", "checkpoint_every", "threads", "device", "log_
 
 # Fields added to TrainConfig after resume states began to carry this hash, with the value every earlier run
 # had: at that value they are left out of the hash, so a run started by an earlier lenet still resumes.
-_ADDED_LATER = {"ema": 0.0}
+_ADDED_LATER = {"ema": 0.0, "val_seed": None, "digit_width": None}
 
 
 def config_identity(config: Mapping[str, Any]) -> str:
