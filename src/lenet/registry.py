@@ -127,6 +127,7 @@ KERNELS = ("auto", "conv", "matmul")
 
 
 DIGIT_WIDTHS = range(4, 29)  # pixels: from a stroke to the whole 28-pixel frame
+DIGIT_WIDTH_RULE = f"a whole number of pixels from {DIGIT_WIDTHS[0]} to {DIGIT_WIDTHS[-1]}"
 
 
 @dataclass(frozen=True)

@@ -212,6 +212,10 @@ def member_groups(members: int, names: list[Any]) -> list[Any]:
     return [name for i, name in enumerate(names) for _ in range(size + (i < extra))]
 
 
+def _flag_of(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
 # Options that `lenet committee train` varies by member group: (its flag, the training field it sets, what it names)
 _VARIED = (("augments", "augment", "distortions"), ("digit_widths", "digit_width", "widths"))
 
@@ -230,7 +234,7 @@ def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[di
         names = getattr(args, group_flag, None)
         if not names:
             continue
-        flag, each = "--" + group_flag.replace("_", "-"), "--" + field.replace("_", "-")
+        flag, each = _flag_of(group_flag), _flag_of(field)
         if field in options:
             raise ConfigError(f"{flag} gives each group of members its {each}: give one of them, not both")
         if len(names) > args.members:
@@ -254,9 +258,9 @@ def _check_started(folders: list[Path], own: list[dict[str, Any]]) -> None:
         started = load_config(folder)
         for field, value in values.items():
             if getattr(started, field) != value:
-                flag = "--" + field.replace("_", "-")
-                raise ConfigError(f"{folder} holds a member started with {flag} {getattr(started, field)}, where "
-                                  f"this committee trains {flag} {value}: give another --runs, or delete that folder")
+                raise ConfigError(f"{folder} holds a member started with {_flag_of(field)} {getattr(started, field)}, "
+                                  f"where this committee trains {_flag_of(field)} {value}: give another --runs, or "
+                                  "delete that folder")
 
 
 def _train_member(folder: Path, seed: int, own: dict[str, Any], options: dict[str, Any], command: str) -> None:
@@ -277,7 +281,7 @@ def run_train(args: argparse.Namespace) -> int:
     _check_started(folders, own)
     for index, (folder, values) in enumerate(zip(folders, own, strict=True)):
         seed = args.first_seed + index
-        given = "".join(f" --{field.replace('_', '-')} {value}" for field, value in values.items())
+        given = "".join(f" {_flag_of(field)} {value}" for field, value in values.items())
         print(f"member {index + 1}/{args.members}: seed {seed}{given} -> {folder}", flush=True)
         command = f"{args.command_line}  # member {index}: --seed {seed}{given} --out {folder}"
         _train_member(folder, seed, values, options, command)

@@ -30,8 +30,8 @@ paid on the validation split (README, "Results"; docs/modern.md):
 The budget is the paper's: LeNet-5 has 60,000 trainable parameters, this network fewer (tests assert it).
 
 `ModernLeNet5(digit_width=W)` first resamples every digit so its bounding box is W pixels wide (Cireşan et al.'s
-width normalisation, width.py; no parameters): committee members that see the digits at different widths err
-differently (docs/modern.md, "Committees of normalised widths").
+width normalisation, width.py; no parameters), so committee members can see the digits at different widths
+(docs/modern.md, "Fifth round").
 """
 
 from __future__ import annotations

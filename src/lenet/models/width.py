@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..registry import DIGIT_WIDTHS
+from ..registry import DIGIT_WIDTH_RULE, DIGIT_WIDTHS
 
 SIZE = 28  # the common input is (N, 1, 28, 28)
 INK_FRACTION = 0.25  # a column holds ink if one of its pixels is brighter than this fraction of the image's maximum
@@ -31,8 +31,7 @@ class WidthNormalization(nn.Module):
     def __init__(self, width: int) -> None:
         super().__init__()
         if not isinstance(width, int) or width not in DIGIT_WIDTHS:
-            raise ConfigError(f"digit width must be a whole number of pixels from {DIGIT_WIDTHS[0]} to "
-                              f"{DIGIT_WIDTHS[-1]}, got {width!r}")
+            raise ConfigError(f"digit width must be {DIGIT_WIDTH_RULE}, got {width!r}")
         self.width = width
 
     def extra_repr(self) -> str:
@@ -56,6 +55,6 @@ class WidthNormalization(nn.Module):
         shift = (2 * centre + 1) / SIZE - 1
         steps = (2 * torch.arange(SIZE, dtype=x.dtype, device=x.device) + 1) / SIZE - 1  # pixel centres
         gx = scale[:, None, None] * steps[None, None, :] + shift[:, None, None]  # (N, 1, 28): same for every row
-        gy = steps[None, :, None].expand(1, SIZE, 1)
+        gy = steps[None, :, None]  # (1, 28, 1): rows stay where they are
         grid = torch.stack((gx.expand(-1, SIZE, SIZE), gy.expand(x.shape[0], SIZE, SIZE)), dim=-1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

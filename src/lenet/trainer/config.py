@@ -32,6 +32,7 @@ from ..registry import (
     AUGMENTATIONS,
     DATASETS,
     DEVICES,
+    DIGIT_WIDTH_RULE,
     DIGIT_WIDTHS,
     KERNELS,
     LOSSES,
@@ -67,9 +68,12 @@ def _init_choices() -> str:
     return "choices by network: " + ("; ".join(offered) or "none")
 
 
+def _offering_digit_width() -> str:
+    return ", ".join(name for name in MODELS.names() if MODELS.entry(name).digit_width) or "none"
+
+
 def _digit_width_models() -> str:
-    having = [name for name in MODELS.names() if MODELS.entry(name).digit_width]
-    return f"{DIGIT_WIDTHS[0]}-{DIGIT_WIDTHS[-1]} pixels; networks that offer it: " + (", ".join(having) or "none")
+    return f"{DIGIT_WIDTHS[0]}-{DIGIT_WIDTHS[-1]} pixels; networks that offer it: {_offering_digit_width()}"
 
 
 def _matmul_forms() -> str:
@@ -232,11 +236,9 @@ def _digit_width_problems(cfg: TrainConfig) -> list[str]:
     if width is None or not _is_integer(width):
         return []  # as drawn, or a type problem (reported as one)
     if width not in DIGIT_WIDTHS:
-        return [f"digit-width must be a whole number of pixels from {DIGIT_WIDTHS[0]} to {DIGIT_WIDTHS[-1]}, "
-                f"got {_shown(width)}"]
+        return [f"digit-width must be {DIGIT_WIDTH_RULE}, got {_shown(width)}"]
     if isinstance(cfg.model, str) and cfg.model in MODELS and not MODELS.entry(cfg.model).digit_width:
-        having = [name for name in MODELS.names() if MODELS.entry(name).digit_width]
-        return [f"model {_shown(cfg.model)} has no digit-width (networks that offer it: {', '.join(having)})"]
+        return [f"model {_shown(cfg.model)} has no digit-width (networks that offer it: {_offering_digit_width()})"]
     return []
 
 
