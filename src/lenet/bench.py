@@ -34,7 +34,7 @@ import torch
 
 from .data import MNIST_FILES, SHIPPED_MNIST, Split
 from .hardware import Cpu, detect_cpu
-from .inference import pick_device, predict_split, to_input
+from .inference import pick_device, predict_split, resolve_precision, to_input
 from .models import get_model
 from .models.summary import NetworkFlops, flops_per_image
 from .trainer.config import make_config
@@ -140,7 +140,7 @@ def _synchronize(device: torch.device) -> None:
 
 @torch.inference_mode()
 def bench_inference(device: torch.device, batch: int, repeats: int, latency_calls: int,
-                    precision: str = "bf16") -> tuple[list[float], float]:
+                    precision: str = "fp32") -> tuple[list[float], float]:
     """(images/s samples for `batch` images through `predict_split`, median single-image latency in ms)
     of an eval-mode `seed` network. Latency is fp32, one uint8 image in, its class on the host out."""
     model = get_model("seed").to(device).eval()
@@ -171,7 +171,7 @@ def bench_inference(device: torch.device, batch: int, repeats: int, latency_call
 
 
 def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None = None,
-              train_size: int | None = None, batch_size: int = 1024, precision: str = "bf16",
+              train_size: int | None = None, batch_size: int = 1024, precision: str = "auto",
               compile: bool = False, kernels: str = "auto", device: str = "auto", threads: int | None = None,
               inference_batch: int = 10000, latency_calls: int = 200,
               tutorial_threads: int | None = None, fma_units: int | None = None,
@@ -180,6 +180,7 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
     torch's thread count is set for each side and restored at the end. `fma_units` / `cpu_ghz` override
     the CPU detection (hardware.detect_cpu)."""
     dev = pick_device(device)
+    precision = resolve_precision(precision, dev)
     cpu = detect_cpu(fma_units=fma_units, ghz=cpu_ghz)  # first: a bad override fails before the measuring
     flops = flops_per_image(get_model("seed"))
     # The tutorial runs as its script does, with torch's default thread count (or --threads for both sides);

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import hardware
 from .data import Split
 from .errors import ConfigError
 from .shipped_onnx import NUM_CLASSES, SIDE  # defined where torch-free code (predict's ONNX path) reads them
@@ -44,9 +45,36 @@ def to_input(images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
+def native_precision(device: torch.device) -> str:
+    """What `--precision auto` means on `device`: bf16 where it measurably pays, else fp32.
+
+    CUDA: bf16. A CPU with AMX: bf16, about 2x fp32 (benchmarks/README.md). A CPU without: fp32. With
+    AVX512-BF16 alone (AMD Zen 4) bf16 trained no faster than fp32 (issue #16's bench); with neither (AMD Zen 3,
+    Intel before Cooper Lake) it is emulated, 650 against 31 ms per batch-512 step of `seed` on an AMD EPYC Zen 3
+    (2026-12-07). Apple's MPS: fp32 (not measured)."""
+    if device.type == "cuda":
+        return "bf16"
+    if device.type == "cpu" and hardware.bf16_matmul_unit(hardware.cpu_flags()) == "amx":
+        return "bf16"
+    return "fp32"
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """`precision` with "auto" replaced by `native_precision(device)`."""
+    return native_precision(device) if precision == "auto" else precision
+
+
+def emulated_bf16_warning(precision: str, device: torch.device) -> str | None:
+    """A warning when bf16 is asked for on a CPU that only emulates it (about 20x slower than fp32), else None."""
+    if precision != "bf16" or device.type != "cpu" or hardware.bf16_matmul_unit(hardware.cpu_flags()) != "emulated":
+        return None
+    return ("warning: --precision bf16 on a CPU without AMX or AVX512-BF16: bf16 is emulated here, about 20x slower "
+            "than fp32; --precision auto (or fp32) trains at full speed")
+
+
 def precision_context(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
     """A factory of the autocast context for `precision` ("fp32": no autocast)."""
-    if precision == "fp32":
+    if resolve_precision(precision, device) == "fp32":
         return contextlib.nullcontext
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 

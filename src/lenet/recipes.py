@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from .errors import ConfigError
 
+# "precision": "auto" is bf16 where the hardware computes it natively and it measured faster (CUDA, CPUs with
+# AMX), else fp32 (inference.native_precision): every recipe below that says auto was chosen and measured in
+# bf16 on an Intel Xeon with AMX, and a CPU without AMX emulates bf16, about 20x slower than fp32.
 RECIPES: dict[str, dict] = {
     # The tutorial lenet started from (its script: benchmarks/tutorial.py) exactly: Adam 1e-3, batch 64,
     # 10 epochs, pixels in [0, 1], constant learning rate. TrainConfig's defaults are the same but for one
@@ -18,7 +21,7 @@ RECIPES: dict[str, dict] = {
     # process start). Tuned with --val-size 5000 (the test set chooses nothing), fixed length. Measured with
     # benchmarks/fast_recipe.sh, seeds 0-4: 99.18 +- 0.05 %, 5.9-6.5 s each (benchmarks/README.md).
     "fast": {"model": "seed", "optimizer": "adam", "lr": 1e-2, "betas": (0.7, 0.9), "batch_size": 256,
-             "epochs": 3, "schedule": "onecycle", "label_smoothing": 0.1, "precision": "bf16", "log_every": 0},
+             "epochs": 3, "schedule": "onecycle", "label_smoothing": 0.1, "precision": "auto", "log_every": 0},
     # The 1998 paper (LeCun et al., section III.C): LeNet-5 `classic`, MAP loss, SDLM (mu = 0.02, Hessian on
     # 500 samples before each pass) with the paper's eta schedule shape by pass (x1, x0.4, x0.2, x0.1, x0.02
     # for passes 1-2, 3-5, 6-8, 9-12, 13-20), 20 passes; a mini-batch of 8 = 8 per-sample updates
@@ -33,7 +36,7 @@ RECIPES: dict[str, dict] = {
               "lr": 1e-4, "schedule": "paper", "epochs": 20, "batch_size": 8, "warmup_epochs": 0.0},
     # The most accurate LeNet-5-sized network we could train in minutes on 2 CPU cores (issue #14; docs/modern.md):
     # `modern` (56,714 parameters), a one-cycle schedule over 30 epochs, label smoothing, the paper's affine
-    # distortions, bf16 autocast, and since 2026-12-05 Muon (optim/muon.py: the three filter banks'
+    # distortions, bf16 autocast (auto), and since 2026-12-05 Muon (optim/muon.py: the three filter banks'
     # orthogonalised momentum (0.9), AdamW for the batch norms and the output layer; decoupled weight decay 0.05 on
     # both) instead of AdamW alone. Every value was chosen on --val-size 10000 (the test set chose nothing);
     # docs/modern.md lists the runs that chose them and the ablation. Muon was adopted by a rule set before its
@@ -43,7 +46,7 @@ RECIPES: dict[str, dict] = {
     # Seeds 0-4 on the test set: 99.676 +- 0.019 % (AdamW before: 99.642 +- 0.021 %; README, "Beyond the paper").
     "modern": {"model": "modern", "optimizer": "muon", "lr": 4e-3, "momentum": 0.9, "weight_decay": 0.05,
                "batch_size": 128, "epochs": 30, "schedule": "onecycle", "label_smoothing": 0.1, "augment": "affine",
-               "precision": "bf16", "log_every": 0},
+               "precision": "auto", "log_every": 0},
     # `lenet speedrun`'s recipe (issue #16): time to >= 99.0 % mean test accuracy over 10 seeds, from process
     # start. Chosen on the validation split (--val-size 10000, seeds 0-2; the test set chose nothing):
     # 2026-12-04: fast's recipe at batch 512 and lr 2e-2, 3 epochs, 99.00 +- 0.05 % (2 epochs: 98.71 %, and no
@@ -56,7 +59,7 @@ RECIPES: dict[str, dict] = {
     # 99.08 +- 0.12 %), where two passes over 60,000 are 20 % more steps than any of them took.
     "speedrun": {"model": "seed", "optimizer": "muon", "lr": 4e-2, "momentum": 0.9, "betas": (0.7, 0.9),
                  "batch_size": 512, "epochs": 2, "train_size": 50000, "schedule": "onecycle",
-                 "label_smoothing": 0.1, "precision": "bf16", "log_every": 0},
+                 "label_smoothing": 0.1, "precision": "auto", "log_every": 0},
 }
 
 

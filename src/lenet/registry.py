@@ -122,7 +122,7 @@ for _name in ("fashionmnist", "kmnist", "qmnist", "emnist-digits"):
 del _name, _what
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 KERNELS = ("auto", "conv", "matmul")
 
 

@@ -137,7 +137,8 @@ class TrainConfig:
     threads: int | None = _option(None, "CPU threads, pinned; default: adapted during the run by timing its steps "
                                   "at 1..cores threads (with --deterministic: torch's default, fixed)", "run", int,
                                   metavar="N")
-    precision: str = _option("fp32", "fp32, or bf16 autocast (AMX/AVX512-BF16 CPUs, GPUs; benchmarks/README.md)",
+    precision: str = _option("fp32", "fp32; bf16 autocast; or auto = bf16 where it pays (CUDA, CPUs with AMX), else "
+                             "fp32; a new run records what auto chose (benchmarks/README.md)",
                              "run", str, choices=PRECISIONS)
     compile: bool = _option(False, "torch.compile the network (pays after a one-off compile; CUDA graphs on GPU)",
                             "run", bool)
@@ -415,7 +416,17 @@ def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
                           f"(TrainConfig fields: {', '.join(f.name for f in config_fields())})")
     recipe_values = get_recipe(recipe) if recipe else {}
     model = given.get("model", recipe_values.get("model", TrainConfig.model))
-    return TrainConfig(**{**network_defaults(model), **recipe_values, **given, "recipe": recipe})
+    values = {**network_defaults(model), **recipe_values, **given, "recipe": recipe}
+    if values.get("precision") == "auto":  # recorded as chosen: the record says what ran, a resume keeps it
+        values["precision"] = concrete_precision(values.get("device", TrainConfig.device))
+    return TrainConfig(**values)
+
+
+def concrete_precision(device: str) -> str:
+    """What --precision auto is on `device` ("auto": the device a run would pick) on this machine."""
+    from ..inference import native_precision, pick_device  # torch: only when a precision is left to the hardware
+
+    return native_precision(pick_device(device))
 
 
 # What a resumed run may set anew: how long it trains, and how this machine runs it (none of these changes

@@ -18,6 +18,7 @@ then fits it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from tqdm import tqdm
 from .. import checkpoint
 from ..checkpoint import METRICS_NAME, RESUME_NAME, SIDECAR_NAME, WEIGHTS_NAME
 from ..errors import CheckpointError, Terminated, TrainingError
-from ..inference import EvalResult, evaluate, pick_device, to_input
+from ..inference import EvalResult, emulated_bf16_warning, evaluate, pick_device, resolve_precision, to_input
 from ..optim import EpochHook, lr_multiplier
 from .config import TrainConfig, resolve_config
 from .engine import Engine, augmentation_generator, build_engine, epoch_permutation
@@ -116,6 +117,10 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
     stderr is a terminal. SIGTERM (errors.Terminated) is re-raised saying where the last checkpoint is."""
     stream = stream or sys.stdout
     device = pick_device(cfg.device)
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
+    warning = emulated_bf16_warning(cfg.precision, device)
+    if warning:
+        print(warning, file=stream)
     with open_run(cfg, resume, overwrite, command) as run:
         try:
             with training_state(cfg, device):
