@@ -36,7 +36,7 @@ from lenet.trainer.config import (
     resolve_config,
 )
 
-FAST, SLOW = 300, 1000
+FAST, SLOW = 300, 500
 _COMMON = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
 settings.register_profile("lenet-fast", max_examples=FAST, derandomize=True, database=None, **_COMMON)
 settings.register_profile("lenet-slow", max_examples=SLOW, **_COMMON)

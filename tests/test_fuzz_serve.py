@@ -29,7 +29,7 @@ from hypothesis import strategies as st  # noqa: E402
 from lenet.models import get_model  # noqa: E402
 from lenet.serve import create_app  # noqa: E402
 
-FAST, SLOW = 300, 1000
+FAST, SLOW = 300, 500
 PIXELS = 784
 JSON_TYPE = {"content-type": "application/json"}
 

@@ -49,9 +49,9 @@ def native_precision(device: torch.device) -> str:
     """What `--precision auto` means on `device`: bf16 where it measurably pays, else fp32.
 
     CUDA: bf16. A CPU with AMX: bf16, about 2x fp32 (benchmarks/README.md). A CPU without: fp32. With
-    AVX512-BF16 alone (AMD Zen 4) bf16 trained no faster than fp32 (issue #16's bench); with neither (AMD Zen 3,
-    Intel before Cooper Lake) it is emulated, 650 against 31 ms per batch-512 step of `seed` on an AMD EPYC Zen 3
-    (2026-12-07). Apple's MPS: fp32 (not measured)."""
+    AVX512-BF16 alone, bf16 trained no faster than fp32 (issue #16's bench, AMD EPYC Zen 5); with neither (AMD
+    Zen 3, Intel before Cooper Lake) it is emulated: 650 against 31 ms per batch-512 step of `seed` on an AMD EPYC
+    Zen 3 (2026-12-07). Apple's MPS: fp32 (not measured)."""
     if device.type == "cuda":
         return "bf16"
     if device.type == "cpu" and hardware.bf16_matmul_unit(hardware.cpu_flags()) == "amx":
