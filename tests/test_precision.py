@@ -2,6 +2,8 @@
 recorded as chosen; a warning when bf16 is asked for on a CPU that emulates it (lenet/inference.py)."""
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -73,3 +75,12 @@ def test_an_emulated_bf16_run_says_so_and_auto_runs_fp32(mnist, cpu_with):
 def test_the_cli_takes_auto_and_refuses_other_names(capsys):
     assert main(["train", "--precision", "fp8", "--epochs", "1"]) == 2
     assert capsys.readouterr().err == "lenet train: error: unknown precision 'fp8' (available: fp32, bf16, auto)\n"
+
+
+def test_checking_a_speedrun_or_a_sweep_imports_no_torch():
+    # their parents only check configs and spawn; resolving auto would cost them `import torch` (1.5-2 s)
+    code = ("import sys\nfrom lenet.speedrun import make_plan\nfrom lenet.trainer.config import make_config\n"
+            "plan = make_plan(runs=2)\nassert make_config('modern', resolve_auto=False).precision == 'auto'\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr

@@ -202,7 +202,7 @@ def make_plan(*, runs: int = 10, first_seed: int = 0, recipe: str = DEFAULT_RECI
         raise ConfigError(f"a speedrun sets {', '.join(fixed)} itself; it cannot be passed through")
     get_recipe(recipe)  # an unknown recipe, named with the known ones
     # the children's configs differ only by seed: one check (values, threads vs cores, paths) stands for all
-    resolve_config(recipe=recipe, seed=first_seed + runs - 1, **options)
+    resolve_config(recipe=recipe, seed=first_seed + runs - 1, resolve_auto=False, **options)  # no torch here
     return Plan(recipe, list(range(first_seed, first_seed + runs)), float(target), options, detect_cpu().to_dict())
 
 

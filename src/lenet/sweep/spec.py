@@ -256,11 +256,11 @@ class SweepSpec:
     def check(self) -> None:
         """Build every configuration of the grid once, so a bad value stops the sweep before it starts."""
         if self.search is not None:
-            make_config(**{**self.fixed, "seed": self.seeds[0]})
+            make_config(resolve_auto=False, **{**self.fixed, "seed": self.seeds[0]})
             return
         for options in itertools.islice(self.trials_of_grid(), len(self.cells())):
             try:
-                make_config(**options)
+                make_config(resolve_auto=False, **options)
             except ConfigError as e:
                 where = label(options, self.varying)
                 raise ConfigError(f"{e}{' (in the configuration ' + where + ')' if where else ''}") from None

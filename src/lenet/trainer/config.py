@@ -405,10 +405,12 @@ def network_defaults(model: str) -> dict[str, Any]:
     return dict(MODELS.entry(model).train_defaults) if isinstance(model, str) and model in MODELS else {}
 
 
-def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
+def make_config(recipe: str | None = None, *, resolve_auto: bool = True, **options: Any) -> TrainConfig:
     """A new run's config: field defaults < the network's own defaults < the recipe < `options`.
 
-    Options that are None count as "not given"."""
+    Options that are None count as "not given". --precision auto becomes what this machine runs
+    (`concrete_precision`, which imports torch); `resolve_auto=False` keeps "auto", for checks made by processes
+    that train nothing themselves (a speedrun's or a sweep's parent)."""
     given = {k: v for k, v in options.items() if v is not None}
     unknown = set(given) - FIELD_NAMES
     if unknown:
@@ -417,7 +419,8 @@ def make_config(recipe: str | None = None, **options: Any) -> TrainConfig:
     recipe_values = get_recipe(recipe) if recipe else {}
     model = given.get("model", recipe_values.get("model", TrainConfig.model))
     values = {**network_defaults(model), **recipe_values, **given, "recipe": recipe}
-    if values.get("precision") == "auto":  # recorded as chosen: the record says what ran, a resume keeps it
+    # recorded as chosen: the record says what ran, and a resume keeps it
+    if resolve_auto and values.get("precision") == "auto":
         values["precision"] = concrete_precision(values.get("device", TrainConfig.device))
     return TrainConfig(**values)
 
@@ -448,13 +451,13 @@ def resume_config(folder: str | os.PathLike, recipe: str | None = None, **option
     return dataclasses.replace(cfg, **{**given, "out": str(given.get("out") or folder)})
 
 
-def resolve_config(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
+def resolve_config(*, recipe: str | None = None, resume: str | os.PathLike | None = None, resolve_auto: bool = True,
                    **options: Any) -> TrainConfig:
     """The config of a run: a new one (`make_config`) or, with `resume`, the saved one (`resume_config`),
     checked against this machine and its paths (`check_run`) before any work starts."""
     if resume is not None:
         return check_run(resume_config(resume, recipe, **options))
-    return check_run(make_config(recipe, **options))
+    return check_run(make_config(recipe, resolve_auto=resolve_auto, **options))
 
 
 def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainConfig:
