@@ -89,13 +89,22 @@ def parse_cpuinfo(text: str) -> dict[str, str]:
     return fields
 
 
+def read_cpuinfo(cpuinfo: Path = CPUINFO) -> dict[str, str]:
+    """`parse_cpuinfo` of the file (empty where it cannot be read)."""
+    try:
+        return parse_cpuinfo(cpuinfo.read_text())
+    except OSError:
+        return {}
+
+
+def flags_of(info: dict[str, str]) -> set[str]:
+    """The instruction-set flags of a parsed /proc/cpuinfo ("Features" on ARM)."""
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
 def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
     """The instruction-set flags of /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        info = parse_cpuinfo(cpuinfo.read_text())
-    except OSError:
-        return set()
-    return set((info.get("flags") or info.get("Features") or "").split())
+    return flags_of(read_cpuinfo(cpuinfo))
 
 
 def bf16_matmul_unit(flags: set[str]) -> str:
@@ -195,11 +204,8 @@ def detect_cpu(*, fma_units: int | None = None, ghz: float | None = None, cpuinf
                sys_cpu: Path = SYS_CPU, environ: dict[str, str] | os._Environ = os.environ,
                cpus: set[int] | None = None) -> Cpu:
     """This machine's CPU; `fma_units` / `ghz` (else LENET_FMA_UNITS / LENET_CPU_GHZ) override the detection."""
-    try:
-        info = parse_cpuinfo(cpuinfo.read_text())
-    except OSError:
-        info = {}
-    flags = set((info.get("flags") or info.get("Features") or "").split())
+    info = read_cpuinfo(cpuinfo)
+    flags = flags_of(info)
     how = {"model": "/proc/cpuinfo 'model name'" if "model name" in info else "platform.processor()"}
     model = info.get("model name") or platform.processor() or platform.machine() or "unknown CPU"
     bits = vector_bits(flags)
