@@ -1,10 +1,8 @@
 """hardware.py: the CPU's model, vector width, FMA units, cores and clock from /proc/cpuinfo and /sys (faked
 here per CPU kind), the overrides, and the fp32 peak that `lenet bench` compares against."""
 
-import subprocess
-import sys
-
 import pytest
+from fresh_python import run_without_importing
 
 from lenet.cli import main
 from lenet.errors import ConfigError
@@ -125,8 +123,7 @@ def test_this_machine_is_detected_with_every_factor_explained():
 
 
 def test_hardware_imports_no_torch():
-    code = "import sys, lenet.hardware; sys.exit('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+    run_without_importing("import lenet.hardware")
 
 
 @pytest.mark.parametrize(("argv", "message"), [

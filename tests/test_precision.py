@@ -2,11 +2,10 @@
 recorded as chosen; a warning when bf16 is asked for on a CPU that emulates it (lenet/inference.py)."""
 
 import io
-import subprocess
-import sys
 
 import pytest
 import torch
+from fresh_python import run_without_importing
 
 from lenet import hardware
 from lenet.cli import main
@@ -79,8 +78,6 @@ def test_the_cli_takes_auto_and_refuses_other_names(capsys):
 
 def test_checking_a_speedrun_or_a_sweep_imports_no_torch():
     # their parents only check configs and spawn; resolving auto would cost them `import torch` (1.5-2 s)
-    code = ("import sys\nfrom lenet.speedrun import make_plan\nfrom lenet.trainer.config import make_config\n"
-            "plan = make_plan(runs=2)\nassert make_config('modern', resolve_auto=False).precision == 'auto'\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    run_without_importing("from lenet.speedrun import make_plan\nfrom lenet.trainer.config import make_config\n"
+                          "plan = make_plan(runs=2)\n"
+                          "assert make_config('modern', resolve_auto=False).precision == 'auto'")

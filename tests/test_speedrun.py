@@ -3,10 +3,10 @@ maths and verdict, the CLI's errors, a failing child, and one real run of two ti
 
 import json
 import statistics
-import subprocess
 import sys
 
 import pytest
+from fresh_python import run_without_importing
 
 from lenet import speedrun
 from lenet.cli import main
@@ -137,12 +137,9 @@ def test_options_the_speedrun_sets_itself_are_refused():
 
 
 def test_help_imports_no_torch():
-    code = ("import sys\nfrom lenet.cli import main\ntry:\n    main(['speedrun', '--help'])\nexcept SystemExit:\n"
-            "    pass\nassert 'torch' not in sys.modules, 'torch was imported'\n"
-            "import lenet.speedrun\nassert 'torch' not in sys.modules, 'lenet.speedrun imported torch'")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    assert "usage: lenet speedrun" in result.stdout
+    out = run_without_importing("from lenet.cli import main\ntry:\n    main(['speedrun', '--help'])\n"
+                                "except SystemExit:\n    pass\nimport lenet.speedrun")
+    assert "usage: lenet speedrun" in out
 
 
 def test_a_failing_child_is_an_error_naming_its_seed_with_its_stderr(tmp_path):
