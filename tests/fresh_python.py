@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 
-def run_without_importing(code: str, modules: tuple[str, ...] = ("torch",), timeout: float = 60) -> str:
+def assert_runs_without_importing(code: str, modules: tuple[str, ...] = ("torch",), timeout: float = 60) -> str:
     """Run `code` in a fresh `python -c`, then fail unless it exited 0 and left every one of `modules` (a
     top-level name or a dotted submodule) unimported. Returns its stdout."""
     checks = "".join(f"assert {name!r} not in sys.modules, '{name} was imported'\n" for name in modules)

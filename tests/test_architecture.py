@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "lenet"
@@ -150,11 +150,11 @@ def test_imports_run_down_the_layers():
 def test_help_imports_no_torch(argv):
     code = ("import time\nt = time.perf_counter()\nfrom lenet.cli import main\n"
             f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\nprint(time.perf_counter() - t)")
-    out = run_without_importing(code, ("torch", "numpy"))
+    out = assert_runs_without_importing(code, ("torch", "numpy"))
     assert "usage: lenet" in out or "lenet " in out
     assert float(out.strip().splitlines()[-1]) < 1.0
 
 
 def test_import_lenet_is_lazy():
-    out = run_without_importing("import lenet\nprint(lenet.__version__)")
+    out = assert_runs_without_importing("import lenet\nprint(lenet.__version__)")
     assert out.strip() == __import__("lenet").__version__

@@ -5,7 +5,7 @@ import argparse
 import dataclasses
 
 import pytest
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 from lenet.cli import main
 from lenet.cli.flags import add_train_arguments, flag_fields, train_options
@@ -76,5 +76,5 @@ def test_a_subset_with_the_callers_defaults():
 
 
 def test_building_the_flags_loads_no_torch():
-    run_without_importing("import argparse\nfrom lenet.cli.flags import add_train_arguments\n"
-                          "add_train_arguments(argparse.ArgumentParser())")
+    assert_runs_without_importing("import argparse\nfrom lenet.cli.flags import add_train_arguments\n"
+                                  "add_train_arguments(argparse.ArgumentParser())")

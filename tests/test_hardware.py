@@ -2,7 +2,7 @@
 here per CPU kind), the overrides, and the fp32 peak that `lenet bench` compares against."""
 
 import pytest
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 from lenet.cli import main
 from lenet.errors import ConfigError
@@ -123,7 +123,7 @@ def test_this_machine_is_detected_with_every_factor_explained():
 
 
 def test_hardware_imports_no_torch():
-    run_without_importing("import lenet.hardware")
+    assert_runs_without_importing("import lenet.hardware")
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 from torch import nn
 
 from lenet.errors import ConfigError
@@ -174,8 +174,8 @@ def test_a_wrong_declared_shape_is_caught_by_the_summary():
 
 
 def test_the_registry_and_the_summary_and_viz_parsers_import_no_torch():
-    run_without_importing("import lenet.models, lenet.cli.summary_cmd, lenet.cli.viz_cmd\n"
-                          "lenet.models.model_entry('classic')")
+    assert_runs_without_importing("import lenet.models, lenet.cli.summary_cmd, lenet.cli.viz_cmd\n"
+                                  "lenet.models.model_entry('classic')")
 
 
 def test_feature_maps_run_without_autograd():

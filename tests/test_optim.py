@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 from lenet.errors import ConfigError
 from lenet.models import get_model
@@ -91,9 +91,9 @@ def test_cpu_adam_is_ours_and_other_optimizers_are_torchs():
 
 
 def test_training_with_it_never_imports_torch_dynamo():
-    run_without_importing("import io\nfrom lenet.trainer import fit, make_config\n"
-                          "fit(make_config(epochs=1, val_size=59000, log_every=0), stream=io.StringIO(), "
-                          "progress_bar=False)", ("torch._dynamo",), timeout=300)
+    assert_runs_without_importing("import io\nfrom lenet.trainer import fit, make_config\n"
+                                  "fit(make_config(epochs=1, val_size=59000, log_every=0), stream=io.StringIO(), "
+                                  "progress_bar=False)", ("torch._dynamo",), timeout=300)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:

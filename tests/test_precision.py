@@ -5,7 +5,7 @@ import io
 
 import pytest
 import torch
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 from lenet import hardware
 from lenet.cli import main
@@ -78,6 +78,6 @@ def test_the_cli_takes_auto_and_refuses_other_names(capsys):
 
 def test_checking_a_speedrun_or_a_sweep_imports_no_torch():
     # their parents only check configs and spawn; resolving auto would cost them `import torch` (1.5-2 s)
-    run_without_importing("from lenet.speedrun import make_plan\nfrom lenet.trainer.config import make_config\n"
-                          "plan = make_plan(runs=2)\n"
-                          "assert make_config('modern', resolve_auto=False).precision == 'auto'")
+    assert_runs_without_importing("from lenet.speedrun import make_plan\nfrom lenet.trainer.config import make_config\n"
+                                  "plan = make_plan(runs=2)\n"
+                                  "assert make_config('modern', resolve_auto=False).precision == 'auto'")

@@ -6,7 +6,7 @@ import statistics
 import sys
 
 import pytest
-from fresh_python import run_without_importing
+from fresh_python import assert_runs_without_importing
 
 from lenet import speedrun
 from lenet.cli import main
@@ -137,8 +137,8 @@ def test_options_the_speedrun_sets_itself_are_refused():
 
 
 def test_help_imports_no_torch():
-    out = run_without_importing("from lenet.cli import main\ntry:\n    main(['speedrun', '--help'])\n"
-                                "except SystemExit:\n    pass\nimport lenet.speedrun")
+    out = assert_runs_without_importing("from lenet.cli import main\ntry:\n    main(['speedrun', '--help'])\n"
+                                        "except SystemExit:\n    pass\nimport lenet.speedrun")
     assert "usage: lenet speedrun" in out
 
 
