@@ -18,6 +18,7 @@ from lenet.speedrun import Plan, Run, SpeedrunResult, format_run, format_summary
 # column and the moving-average line that must not be taken for the test accuracy.
 CHILD = """\
 lenet: training seed on cpu, 3 epochs
+Start-up: 2.10 s from process start to the first step (imports 1.85 s)
 Epoch 1/3: train loss 0.5012, train acc 88.10%, 17,820 images/s, 1.3 s
 threads: 2 -> 1 in epoch 2 at step 51: steps slowed 2.9x (probe: 1 -> 20.0k images/s, 2 -> 9.9k)
 Epoch 2/3: train loss 0.3001, train acc 97.95%, val acc 98.40%, 16,100 images/s, 1.25 s
@@ -30,15 +31,16 @@ Wall time: 6.3 s from process start
 CPU = {"model": "Test CPU", "cores": 2}
 
 
-def test_parse_child_output_reads_accuracy_wall_and_the_sum_of_the_epochs():
+def test_parse_child_output_reads_accuracy_wall_start_up_and_the_sum_of_the_epochs():
     report = parse_child_output(CHILD)
     assert report.accuracy == 99.21
     assert report.wall_s == 6.3
     assert report.training_s == pytest.approx(1.3 + 1.25 + 1.2)
     assert report.epochs == 3
+    assert (report.startup_s, report.imports_s) == (2.10, 1.85)
 
 
-@pytest.mark.parametrize("drop", ["Epoch 2/3", "Test Accuracy: ", "Wall time"])
+@pytest.mark.parametrize("drop", ["Epoch 2/3", "Test Accuracy: ", "Wall time", "Start-up"])
 def test_parse_child_output_refuses_output_with_a_line_missing(drop):
     text = "".join(line for line in CHILD.splitlines(keepends=True) if not line.startswith(drop))
     with pytest.raises(ValueError):
@@ -55,7 +57,7 @@ def _result(accuracies, walls=None, trainings=None, target=99.0):
     walls = walls or [6.0] * n
     trainings = trainings or [4.0] * n
     rows = enumerate(zip(accuracies, walls, trainings, strict=True))
-    runs = [Run(seed, a, w, t, w + 0.4) for seed, (a, w, t) in rows]
+    runs = [Run(seed, a, w, t, w + 0.4, startup_s=1.8 + t - 4.0, imports_s=1.5) for seed, (a, w, t) in rows]
     return SpeedrunResult(Plan("speedrun", list(range(n)), target, {}, CPU), runs)
 
 
@@ -66,6 +68,9 @@ def test_summary_is_the_mean_and_the_sample_std():
     assert result.accuracy.std == pytest.approx(0.1)  # n - 1: the population std would be 0.0816
     assert result.wall.mean == pytest.approx(6.5) and result.wall.std == pytest.approx(0.5)
     assert result.startup_eval.mean == pytest.approx(2.3) and result.startup_eval.std == pytest.approx(0.3)
+    assert result.startup.mean == pytest.approx(2.0) and result.imports.mean == pytest.approx(1.5)
+    assert [r.evaluation_s for r in result.runs] == pytest.approx([0.2, 0.3, 0.4])  # wall - start-up - training
+    assert result.evaluation.std == pytest.approx(0.1)
     assert result.process.mean == pytest.approx(6.9)
     assert speedrun.stat([5.0]).std is None
 
@@ -82,12 +87,12 @@ def test_counts_when_the_mean_reaches_the_target_even_if_one_seed_is_below():
 
 
 def test_summary_line():
-    result = _result([99.15, 99.21], walls=[6.0, 6.3], trainings=[4.0, 4.2])
+    result = _result([99.15, 99.21], walls=[6.0, 6.4], trainings=[4.0, 4.2])
     assert format_summary(result) == (
-        "speedrun: 99.18 ± 0.04 % over 2 seeds, wall 6.15 ± 0.21 s from process start (training 4.1 ± 0.1 s, "
-        "start-up and evaluation 2.0 ± 0.1 s): counts (mean >= 99.0 %)")
-    assert format_run(result.runs[1]) == ("seed 1: 99.21 %, wall 6.3 s (training 4.2 s, start-up and evaluation "
-                                          "2.1 s; spawn to exit 6.70 s)")
+        "speedrun: 99.18 ± 0.04 % over 2 seeds, wall 6.20 ± 0.28 s from process start (start-up 1.9 ± 0.1 s, of "
+        "which imports 1.5 ± 0.0 s; training 4.1 ± 0.1 s; evaluation 0.2 ± 0.0 s): counts (mean >= 99.0 %)")
+    assert format_run(result.runs[1]) == ("seed 1: 99.21 %, wall 6.4 s (start-up 2.0 s, of which imports 1.5 s; "
+                                          "training 4.2 s; evaluation 0.2 s; spawn to exit 6.80 s)")
     one = format_summary(_result([99.3]))
     assert one.startswith("speedrun: 99.30 % over 1 seed, wall 6.00 s") and "±" not in one
 
@@ -172,6 +177,9 @@ def test_two_tiny_seeds_end_to_end(capsys):
         assert 20 < r["accuracy"] <= 100  # a trained network, read from the child's line
         assert r["wall_s"] > r["training_s"] > 0
         assert r["startup_eval_s"] == pytest.approx(r["wall_s"] - r["training_s"])
+        # start-up holds the imports, and comes before the training: the three add up to no more than the wall
+        assert 0 < r["imports_s"] < r["startup_s"] < r["wall_s"] - r["training_s"]
+        assert r["evaluation_s"] == pytest.approx(r["wall_s"] - r["startup_s"] - r["training_s"])
         # the parent's spawn-to-exit holds the child's whole life (its wall time is printed to 0.1 s)
         assert r["process_s"] > r["wall_s"] - 0.1
     assert result["accuracy"]["mean"] == pytest.approx(statistics.mean(r["accuracy"] for r in rows))

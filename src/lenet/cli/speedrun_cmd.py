@@ -15,8 +15,9 @@ def add_parser(subparsers) -> None:
         "speedrun", help="time to >= 99.0%% test accuracy from process start, mean over seeds",
         description="Train the recipe with N seeds, one after another, each in a fresh `python -m lenet train` "
                     "process (its wall time counts from process start: interpreter, imports and data included). "
-                    "Print each run's test accuracy, wall time, training time (the sum of its epochs) and "
-                    "start-up and evaluation (the rest), then the mean ± sample std of each. The speedrun counts "
+                    "Print each run's test accuracy, wall time, start-up (to the first training step; of which "
+                    "imports), training time (the sum of its epochs) and evaluation (the rest), then the mean ± "
+                    "sample std of each. The speedrun counts "
                     "when the mean accuracy reaches --target. Run it on a quiet machine: other processes slow "
                     "the children down.",
         epilog="examples:\n  lenet speedrun\n  lenet speedrun --runs 5 --threads 1\n  lenet speedrun --json "

@@ -77,6 +77,15 @@ def process_seconds() -> float:
         return time.perf_counter() - _MODULE_START
 
 
+def startup_line() -> str:
+    """How long this process took to get here, its first training step, and how much of that was imports
+    (interpreter, torch and lenet's modules, up to this module's): `lenet speedrun` reports both, since on a
+    slow CPU `import torch` alone can be half of a short run."""
+    now = process_seconds()
+    imports = now - (time.perf_counter() - _MODULE_START)
+    return f"Start-up: {now:.2f} s from process start to the first step (imports {imports:.2f} s)"
+
+
 @dataclass
 class Position:
     """Where a run continues: after `epoch` whole epochs and `step` steps of the next one (0: at its start),
@@ -127,6 +136,7 @@ def fit(cfg: TrainConfig, *, resume: str | os.PathLike | None = None, stream: Te
                 engine = build_engine(cfg, device, command)
                 position, history = _start(engine, run, resume, stream)
                 threads = ThreadPolicy.for_run(cfg, device, engine.steps_per_epoch, _writer(stream))
+                print(startup_line(), file=stream)
                 engine.model.train()
                 for epoch in range(position.epoch, cfg.epochs):
                     start = position if epoch == position.epoch else None
