@@ -4,10 +4,13 @@ then ends bit-identical to an uninterrupted deterministic run.
 
 The kills come from lenet._io.crash_point: with LENET_CRASH_TRACE=FILE a run lists its commit steps, and
 with LENET_CRASH_AT=N it kills itself with SIGKILL at the Nth. The fast subset kills at three chosen steps
-and once mid-epoch; the slow test kills at every step of epoch 2's save and of the final save.
+and once mid-epoch; the slow test kills at every step of epoch 2's save and of the final save, and resumes
+each through `lenet.train(resume=...)`, which `lenet train --resume` calls.
 """
 
+import contextlib
 import hashlib
+import io
 import os
 import re
 import signal
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from lenet.errors import CheckpointError
+import lenet
+from lenet.errors import CheckpointError, LenetError
 from lenet.weights import load_network, read_record
 
 FLAGS = ["--train-size", "2000", "--epochs", "2", "--threads", "1", "--deterministic", "--log-every", "0",
@@ -50,11 +54,15 @@ def saves(steps: list[str]) -> dict[str, range]:
     return {"epoch 2": range(starts[1], starts[2]), "final": range(starts[2], len(steps) + 1)}
 
 
-def kill_and_resume(out: Path, traced, save: str, n: int) -> None:
-    """Kill a run at step `n` (of `save`); check what the folder holds, then that --resume ends bit-identical."""
-    reference, steps = traced
+def kill_at(out: Path, n: int) -> None:
+    """A run into `out`, killed (SIGKILL) at commit step `n`."""
     killed = lenet_train(*FLAGS, "--out", str(out), env={"LENET_CRASH_AT": str(n)})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+
+def check_killed_folder(out: Path, traced, save: str, n: int) -> None:
+    """The folder a kill at step `n` (of `save`) left loads one whole save: the new one once it was committed."""
+    _, steps = traced
     committed = n > next(m for m in saves(steps)[save] if steps[m - 1] == "replace checkpoint")
     record = read_record(out)
     load_network(out)  # its SHA-256 matches its own record: weights and record are from one save
@@ -62,9 +70,16 @@ def kill_and_resume(out: Path, traced, save: str, n: int) -> None:
         assert record.epoch == (2 if committed else 1)
     else:  # both the last two saves are of epoch 2; only the final one has been tested
         assert (record.epoch, "test_accuracy" in record.metrics) == (2, committed)
+
+
+def kill_and_resume(out: Path, traced, save: str, n: int) -> None:
+    """Kill a run at step `n` (of `save`); check what the folder holds, then that `lenet train --resume` ends
+    bit-identical."""
+    kill_at(out, n)
+    check_killed_folder(out, traced, save, n)
     resumed = lenet_train("--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
-    assert sha256(out / "model.safetensors") == reference
+    assert sha256(out / "model.safetensors") == traced[0]
 
 
 def test_the_trace_lists_every_step_of_a_commit(traced):
@@ -91,23 +106,29 @@ def test_a_kill_at_a_step_of_a_save_leaves_a_loadable_resumable_folder(tmp_path,
     kill_and_resume(tmp_path / "run", traced, save, n)
 
 
-def _kill_and_resume_at(tmp_path: Path, traced, save: str, n: int) -> str | None:
-    """kill_and_resume at step `n`; None if every check held, else what failed, naming the step."""
+def _check_and_resume(out: Path, traced, save: str, n: int) -> str | None:
+    """check_killed_folder, then a resume through the API in this process; None if every check held, else
+    what failed, naming the step."""
     try:
-        kill_and_resume(tmp_path / f"run{n}", traced, save, n)
-    except AssertionError as e:
-        return f"killed at step {n} ({traced[1][n - 1]!r} of the {save} save): {e}"
+        check_killed_folder(out, traced, save, n)
+        with contextlib.redirect_stdout(io.StringIO()):
+            lenet.train(resume=out)
+        assert sha256(out / "model.safetensors") == traced[0], "the resumed run's weights differ"
+    except (AssertionError, LenetError) as e:
+        return f"killed at step {n} ({traced[1][n - 1]!r} of the {save} save): {e!r}"
     return None
 
 
 @pytest.mark.slow
 def test_a_kill_at_every_step_of_two_saves_leaves_a_loadable_resumable_folder(tmp_path, traced):
-    # Two kill-and-resume pairs at a time: each process runs one thread, and most of a process's time is
-    # interpreter and `import torch` start-up (26 pairs: 255 s one at a time, 139 s two at a time, on an AMD
-    # EPYC Zen 3).
+    # The kills run two processes at a time (each one thread; most of a process's time is the interpreter's
+    # and `import torch`'s start-up); the resumes then run here, through `lenet.train(resume=...)`, the code
+    # `lenet train --resume` calls (the fast tests above resume through the CLI). On an AMD EPYC Zen 3: 26
+    # kill-and-resume pairs took 255 s one at a time through the CLI, 139 s two at a time.
     points = [(save, n) for save, numbers in saves(traced[1]).items() for n in numbers]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        failures = [f for f in pool.map(lambda p: _kill_and_resume_at(tmp_path, traced, *p), points) if f]
+        list(pool.map(lambda point: kill_at(tmp_path / f"run{point[1]}", point[1]), points))
+    failures = [f for save, n in points if (f := _check_and_resume(tmp_path / f"run{n}", traced, save, n))]
     assert points and not failures, "\n".join(failures)
 
 
