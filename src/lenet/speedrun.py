@@ -124,42 +124,26 @@ class Plan:
         return " ".join(["python", *self.command("SEED")[1:]])
 
 
+def _over_runs(number: str) -> property:
+    """A SpeedrunResult property: the Stat of Run.<number> over its runs."""
+    return property(lambda result: stat([getattr(run, number) for run in result.runs]),
+                    doc=f"mean and sample std of the runs' {number}")
+
+
 @dataclass(frozen=True)
 class SpeedrunResult:
     plan: Plan
     runs: list[Run] = field(default_factory=list)
 
-    @property
-    def accuracy(self) -> Stat:
-        return stat([r.accuracy for r in self.runs])
-
-    @property
-    def wall(self) -> Stat:
-        return stat([r.wall_s for r in self.runs])
-
-    @property
-    def training(self) -> Stat:
-        return stat([r.training_s for r in self.runs])
-
-    @property
-    def startup(self) -> Stat:
-        return stat([r.startup_s for r in self.runs])
-
-    @property
-    def imports(self) -> Stat:
-        return stat([r.imports_s for r in self.runs])
-
-    @property
-    def evaluation(self) -> Stat:
-        return stat([r.evaluation_s for r in self.runs])
-
-    @property
-    def startup_eval(self) -> Stat:
-        return stat([r.startup_eval_s for r in self.runs])
-
-    @property
-    def process(self) -> Stat:
-        return stat([r.process_s for r in self.runs])
+    # mean ± std over the runs of one of Run's numbers
+    accuracy = _over_runs("accuracy")
+    wall = _over_runs("wall_s")
+    startup = _over_runs("startup_s")
+    imports = _over_runs("imports_s")
+    training = _over_runs("training_s")
+    evaluation = _over_runs("evaluation_s")
+    startup_eval = _over_runs("startup_eval_s")
+    process = _over_runs("process_s")
 
     @property
     def counts(self) -> bool:
