@@ -17,9 +17,8 @@ def add_parser(subparsers) -> None:
                     "process (its wall time counts from process start: interpreter, imports and data included). "
                     "Print each run's test accuracy, wall time, start-up (to the first training step; of which "
                     "imports), training time (the sum of its epochs) and evaluation (the rest), then the mean ± "
-                    "sample std of each. The speedrun counts "
-                    "when the mean accuracy reaches --target. Run it on a quiet machine: other processes slow "
-                    "the children down.",
+                    "sample std of each. The speedrun counts when the mean accuracy reaches --target. Run it on a "
+                    "quiet machine: other processes slow the children down.",
         epilog="examples:\n  lenet speedrun\n  lenet speedrun --runs 5 --threads 1\n  lenet speedrun --json "
                "> speedrun.json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
