@@ -190,7 +190,10 @@ def test_a_missing_member_or_unreadable_manifest_is_refused(copy):
     with pytest.raises(CheckpointError, match="committee member 1, .* is missing"):
         lenet.load(copy)
     (copy / MANIFEST_NAME).write_text("{not json")
-    with pytest.raises(CheckpointError, match="is not valid JSON"):
+    with pytest.raises(CheckpointError, match="is not valid JSON .*; rebuild the committee with `lenet committee"):
+        lenet.load(copy)
+    (copy / MANIFEST_NAME).write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"committee.json is not a committee manifest \(not a JSON object\)"):
         lenet.load(copy)
 
 

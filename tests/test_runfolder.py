@@ -177,6 +177,18 @@ def test_a_damaged_config_json_is_one_line(finished, tmp_path, capsys):
     assert "config.json is not valid JSON" in one_line_error(capsys, ["train", "--resume", str(folder)])
 
 
+@pytest.mark.parametrize("content, problem", [
+    ('{"model": "seed",', "is not valid JSON (Expecting property name enclosed in double quotes"),
+    ("[1, 2]", "is not a lenet weights record (not a JSON object); restore the run folder from a copy"),
+])
+def test_a_damaged_model_json_is_one_line(finished, tmp_path, capsys, content, problem):
+    folder = copy_run(finished[0], tmp_path / "run")
+    record = checkpoint.run_file(folder, "model.json")
+    record.write_text(content)
+    line = one_line_error(capsys, ["train", "--resume", str(folder)])
+    assert line.startswith(f"lenet train: error: {record} {problem}")
+
+
 # --- stray files, older folders --------------------------------------------------------------------------------
 
 def test_strays_of_a_killed_run_are_removed_by_the_next(tmp_path):

@@ -50,6 +50,25 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def read_json_object(path: str | os.PathLike, error: type[Exception], kind: str, remedy: str = "") -> dict[str, Any]:
+    """The JSON object in `path`. Raises `error` when the file cannot be read, is not valid JSON, or holds JSON
+    that is not an object (`kind` says what it should be: "a lenet training config"); `remedy`, what to do,
+    ends the message. A missing file raises FileNotFoundError, for callers that say more about it."""
+    path = Path(path)
+    tail = f"; {remedy}" if remedy else ""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path} is not valid JSON ({e}){tail}") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise error(f"{path} is not {kind} (not a JSON object){tail}")
+    return data
+
+
 def fsync_path(path: str | os.PathLike) -> None:
     """Flush a file's or a folder's content to the disk (a folder: the names in it, e.g. after a rename)."""
     fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if os.path.isdir(path) else 0))

@@ -38,7 +38,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as encode_tensors
 from torch import nn
 
-from ._io import atomic_write, atomic_write_json, file_digest
+from ._io import atomic_write, atomic_write_json, file_digest, read_json_object
 from ._version import __version__
 from .errors import CheckpointError
 from .inference import NUM_CLASSES, SIDE
@@ -318,14 +318,8 @@ def read_record(weights: Path) -> WeightsRecord:
         raise CheckpointError(f"{weights} has no record {sidecar.name} beside it, so its SHA-256 cannot be "
                               f"checked: copy the {sidecar.name} written with it, or, if you trust the file, "
                               f"run `python -c \"import lenet.weights as w; w.adopt('{weights}')\"`")
-    try:
-        data = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{sidecar} is not valid JSON ({e}); restore it from where the weights came") from None
-    except OSError as e:
-        raise CheckpointError(f"{sidecar} cannot be read ({e.strerror or e})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{sidecar} is not a lenet weights record (not a JSON object)")
+    data = read_json_object(sidecar, CheckpointError, "a lenet weights record",
+                            "restore it from where the weights came")
     record = _record_from(data, weights, sidecar)
     kwargs = json.loads(header.get("model_kwargs", "{}"))
     if (header.get("model"), kwargs) != (record.model, record.model_kwargs):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import json
 import math
 import os
 import shutil
@@ -41,7 +40,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
-from ._io import _umask, atomic_write, atomic_write_json, file_digest
+from ._io import _umask, atomic_write, atomic_write_json, file_digest, read_json_object
 from ._version import __version__
 from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, WeightsRecord
 from .data import Split
@@ -98,9 +97,7 @@ def folder_of(path: str | os.PathLike) -> Path:
 _MEMBER_KEYS = {"path": str, "sha256": str, "model": str}
 
 
-def _problems(data: Any) -> list[str]:
-    if not isinstance(data, dict):
-        return ["not a JSON object"]
+def _problems(data: dict[str, Any]) -> list[str]:
     problems = []
     if data.get("schema") != SCHEMA:
         problems.append(f"schema is {data.get('schema')!r}, not {SCHEMA!r}")
@@ -128,13 +125,11 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
     """The manifest of a committee folder, checked against the schema."""
     path = folder_of(folder) / MANIFEST_NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json_object(path, CheckpointError, "a committee manifest",
+                                "rebuild the committee with `lenet committee build`")
     except FileNotFoundError:
         raise CheckpointError(f"{path.parent} holds no {MANIFEST_NAME}: not a committee folder") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}); rebuild the committee with "
-                              "`lenet committee build`") from None
-    version = data.get("schema_version") if isinstance(data, dict) else None
+    version = data.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION and data.get("schema") == SCHEMA:
         raise CheckpointError(f"{path} was written by a newer lenet (committee schema {version}); upgrade lenet")
     problems = _problems(data)

@@ -15,12 +15,12 @@ onnxruntime only -- no torch, no lenet module that imports it.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._io import read_json_object
 from ._paths import check_regular_file
 from .errors import CheckpointError
 
@@ -70,12 +70,12 @@ def load(name: str) -> OnnxNetwork:
     shipped weights `name.safetensors` as they are now."""
     graph_file = check_regular_file(graph_path(name), "the shipped ONNX graph", CheckpointError)
     graph = graph_file.read_bytes()
-    spec = _read_json(spec_path(name), "its specification")
+    spec = _read_json(spec_path(name), "its specification", "an ONNX graph's specification")
     if hashlib.sha256(graph).hexdigest() != spec.get("sha256"):
         raise CheckpointError(f"{graph_file} does not match the SHA-256 in {spec_path(name).name}: the file was "
                               f"changed or damaged; regenerate it with `python scripts/make_weights.py {name} "
                               "--onnx-only`, or use --runtime torch")
-    record = _read_json(WEIGHTS_DIR / f"{name}.json", "the weights record")
+    record = _read_json(WEIGHTS_DIR / f"{name}.json", "the weights record", "a lenet weights record")
     if spec.get("source", {}).get("sha256") != record.get("sha256"):
         raise CheckpointError(f"{graph_file} was exported from other weights than the shipped {name}.safetensors; "
                               f"regenerate it with `python scripts/make_weights.py {name} --onnx-only`, or use "
@@ -83,12 +83,6 @@ def load(name: str) -> OnnxNetwork:
     return OnnxNetwork(name, graph)
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, what: str, kind: str) -> dict[str, Any]:
     check_regular_file(path, what, CheckpointError)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path} ({what}) is not valid JSON ({e}); reinstall lenet") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path} ({what}) is not a JSON object; reinstall lenet")
-    return data
+    return read_json_object(path, CheckpointError, kind, "reinstall lenet")

@@ -15,7 +15,6 @@ Every field carries its help text, flag group and choices in `field(metadata=...
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import numbers
 import os
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._io import read_json_object
 from .._paths import check_output_folder
 from ..errors import ConfigError, DataError
 from ..models import MODELS
@@ -477,12 +477,4 @@ def load_config(folder: str | os.PathLike) -> TrainConfig:
     path = Path(folder) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: {folder} is not a lenet run folder (written by --out)")
-    try:
-        values = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e})") from None
-    except OSError as e:
-        raise ConfigError(f"{path} cannot be read ({e.strerror or e})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"{path} is not a lenet training config (not a JSON object)")
-    return config_from_dict(values, str(path))
+    return config_from_dict(read_json_object(path, ConfigError, "a lenet training config"), str(path))

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write, crash_point, fsync_path, write_durable
+from .._io import atomic_write, crash_point, fsync_path, read_json_object, write_durable
 from ..checkpoint import (
     CURRENT_LINK,
     GENERATION_PREFIX,
@@ -231,8 +231,9 @@ def check_agreement(folder: Path, cfg: TrainConfig, progress: Mapping[str, Any])
         problems.append("resume.safetensors was written by a run with another config")
     generation = current_generation(folder)
     sidecar = (generation or folder) / SIDECAR_NAME
-    record = _read_json(sidecar) if sidecar.is_file() else None
-    if isinstance(record, dict) and record.get("config"):
+    record = (read_json_object(sidecar, CheckpointError, "a lenet weights record", "restore the run folder from a copy")
+              if sidecar.is_file() else None)
+    if record and record.get("config"):
         try:
             recorded = config_from_dict(record["config"], str(sidecar)).to_dict()
         except ConfigError:
@@ -246,13 +247,6 @@ def check_agreement(folder: Path, cfg: TrainConfig, progress: Mapping[str, Any])
         raise CheckpointError(f"{folder}: config.json, model.json and resume.safetensors are not from one run "
                               f"({'; '.join(problems)}): the folder was reused or changed by hand; start a new "
                               "run elsewhere, or here with --overwrite")
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e}): restore the run folder from a copy") from None
 
 
 @dataclass
