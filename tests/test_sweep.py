@@ -113,6 +113,22 @@ def test_cli_refuses_bad_sweeps_before_creating_anything(tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("content, problem", [
+    ('{"spec": ', "is not valid JSON (Expecting value: line 2 column 1 (char 10))"),
+    ("[1]", "is not a lenet sweep record (not a JSON object)"),
+    ('{"study": "sweep"}', "does not describe a sweep (no 'spec')"),
+    ('{"spec": {"model": 3}}', "does not describe a sweep (no 'fixed')"),
+])
+def test_a_damaged_sweep_json_is_refused_in_one_line(tmp_path, capsys, content, problem):
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(content + "\n")
+    assert main(["sweep", "--epochs", "1", "--train-size", "512", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"lenet sweep: error: {out}/sweep.json {problem}; it was damaged or changed "
+                                       "by hand: restore it from a copy, or give another --out\n")
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+
+
 # --- real sweeps -----------------------------------------------------------------------------------------------
 
 def recorded_metrics(run_dir: Path) -> dict:

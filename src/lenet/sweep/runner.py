@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, read_json_object
 from ..errors import ConfigError, Terminated
 from ..trainer.config import usable_cores
 from .report import SWEEP_FILE, format_table, write_report
@@ -52,10 +52,8 @@ def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> None:
     """Write sweep.json, or check that the one there describes the same sweep and study."""
     path = folder / SWEEP_FILE
     if path.is_file():
-        import json
-
-        held = json.loads(path.read_text())
-        changed = differences(held_identity(held["spec"]), spec.identity())
+        held, identity = _held_sweep(path)
+        changed = differences(identity, spec.identity())
         if held.get("study") != ref.name:
             changed.append(f"study ({held.get('study')!r} there, {ref.name!r} now)")
         if changed:
@@ -64,6 +62,17 @@ def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {"study": ref.name, "storage": ref.shown_url(), "local_storage": ref.url.startswith(
         "sqlite"), "spec": spec.to_dict()})
+
+
+def _held_sweep(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sweep.json in a sweep folder and the identity of the sweep it describes; a damaged one is refused."""
+    remedy = "it was damaged or changed by hand: restore it from a copy, or give another --out"
+    held = read_json_object(path, ConfigError, "a lenet sweep record", remedy)
+    try:
+        return held, held_identity(held["spec"])
+    except (KeyError, TypeError, ValueError, AttributeError, ConfigError) as e:
+        problem = f"no {e}" if isinstance(e, KeyError) else str(e)
+        raise ConfigError(f"{path} does not describe a sweep ({problem}); {remedy}") from None
 
 
 def run_sweep(spec: SweepSpec, folder: str | Path, *, storage: str | None = None, study: str | None = None,
