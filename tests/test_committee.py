@@ -255,6 +255,40 @@ def test_cli_refusals(tmp_path, capsys, built):
     assert main(["committee"]) == 2 and "build" in capsys.readouterr().out
 
 
+def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(committee, "measure", _must_not_run)
+    _one_error_line(capsys, ["committee", "build", str(tmp_path / "file" / "c"), "seed", "classic"],
+                    f"lenet committee: error: OUT {tmp_path}/file/c lies under {tmp_path}/file, which is a "
+                    "regular file, not a folder")
+    _one_error_line(capsys, ["committee", "train", "--members", "2", "--train-size", "500", "--epochs", "1",
+                             "--out", str(tmp_path / "file" / "c")],
+                    f"--out {tmp_path}/file/c lies under {tmp_path}/file")
+    with pytest.raises(ConfigError, match=f"out {tmp_path}/file/c lies under"):
+        lenet.build_committee(tmp_path / "file" / "c", MEMBERS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the committee was measured before its folder was checked")
+
+
+def test_a_member_given_twice_is_refused(tmp_path, capsys):
+    _one_error_line(capsys, ["committee", "build", str(tmp_path / "c"), "seed", "classic", "seed"],
+                    "seed and seed are the same network (SHA-256 ", "give each member once")
+    shipped = str(weights.read_record("seed").weights_path)
+    with pytest.raises(ConfigError, match=f"{shipped} and seed are the same network"):
+        lenet.build_committee(tmp_path / "c", ["seed", shipped])
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("members", ["seed", Path("runs/r0"), [], ["seed", 3], None])
+def test_build_committee_wants_a_list_of_members(tmp_path, members):
+    with pytest.raises(TypeError, match="members must be a (non-empty )?list of names, run folders or weights files"):
+        lenet.build_committee(tmp_path / "c", members)
+    assert not (tmp_path / "c").exists()
+
+
 def test_cli_eval_show_and_predict_take_a_committee_folder(built, mnist, tmp_path, capsys):
     folder = str(built.folder)
     metrics = built.manifest["metrics"]

@@ -234,3 +234,14 @@ def test_load_on_a_device(run):
     net = weights.load_network(run, device=torch.device("cpu"))
     assert next(net.parameters()).device.type == "cpu"
     assert checkpoint.load_weights(weights.read_record(run)).model_name == "seed"
+
+
+def test_lenet_load_takes_a_device_name_or_a_device():
+    for device in ["cpu", "auto", torch.device("cpu")]:  # auto: the CPU on a machine without a GPU
+        expected = "cuda" if device == "auto" and torch.cuda.is_available() else "cpu"
+        assert next(lenet.load("seed", device=device).parameters()).device.type == expected
+    with pytest.raises(ConfigError, match=r"^unknown device 'gpu'; available: auto, cpu, cuda, mps$"):
+        lenet.load("seed", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda asked for, but torch sees no CUDA GPU"):
+            lenet.load("seed", device="cuda")

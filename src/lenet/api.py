@@ -4,12 +4,14 @@ exposes these lazily, so `import lenet` stays cheap until one is called."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .committee import build, shared_dataset
+from .committee import build, check_out, shared_dataset
 from .data import load_dataset
 from .inference import EvalResult, pick_device
 from .inference import evaluate as _evaluate
@@ -33,13 +35,15 @@ def train(*, recipe: str | None = None, resume: str | os.PathLike | None = None,
                         overwrite=overwrite, **options)
 
 
-def load(source: str | os.PathLike, device: str = "cpu", model: str | None = None) -> nn.Module:
+def load(source: str | os.PathLike, device: str | torch.device = "cpu", model: str | None = None) -> nn.Module:
     """A trained network, ready for inference, its weights' SHA-256 checked.
 
     `source` is a registered network's name for the weights shipped with lenet (`lenet.load("classic")`),
     or a path: a run folder written by `lenet train --out`, its `model.safetensors`, or a committee folder
     (`lenet committee build`: every member's hash checked). A name never means a path: write `./seed` for a
-    folder called seed. With `model`, refuse a network of any other kind."""
+    folder called seed. `device`: "cpu", "cuda", "mps", "auto" (the GPU if there is one) or a torch.device.
+    With `model`, refuse a network of any other kind."""
+    device = device if isinstance(device, torch.device) else pick_device(device)
     return load_network(source, device=device, expected_model=model)
 
 
@@ -48,12 +52,24 @@ def build_committee(out: str | os.PathLike, members: list[str | os.PathLike], *,
     """Make the committee folder `out` from trained networks (names, run folders or weights files): one
     network whose probabilities are the mean of its members'. Each member's copy is hash-checked, and the
     committee and every member are measured on the test set of their shared dataset (`lenet committee build`)."""
+    members = _member_list(members)
+    check_out(out, overwrite, "out")
     records = [read_record(m) for m in members]
     sources = [str(m) for m in members]
     test = load_dataset(shared_dataset(records, sources), data_root).test
     command = command or f"lenet.build_committee({str(out)!r}, {sources!r})"
     return build(out, records, test, sources=sources, command=command, description=description,
                  overwrite=overwrite).committee
+
+
+def _member_list(members: Any) -> list[str | os.PathLike]:
+    """`members` as a list of names or paths; one path alone (not in a list), or anything else, is refused."""
+    if isinstance(members, (str, os.PathLike)) or not isinstance(members, Iterable):
+        raise TypeError(f"members must be a list of names, run folders or weights files, got {members!r}")
+    members = list(members)
+    if not members or not all(isinstance(m, (str, os.PathLike)) for m in members):
+        raise TypeError(f"members must be a non-empty list of names, run folders or weights files, got {members!r}")
+    return members
 
 
 def evaluate(model: nn.Module | str | os.PathLike, dataset: str = "mnist", data_root: str | None = None,

@@ -41,6 +41,7 @@ from torch import nn
 
 from . import checkpoint
 from ._io import _umask, atomic_write, atomic_write_json, file_digest, read_json_object
+from ._paths import check_output_folder
 from ._version import __version__
 from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, WeightsRecord
 from .data import Split
@@ -281,6 +282,30 @@ def _manifest(entries: list[dict[str, Any]], dataset: str, metrics: dict[str, fl
     }
 
 
+def check_out(out: str | os.PathLike, overwrite: bool, flag: str = "OUT") -> Path:
+    """Refuse (ConfigError), before any work, a committee folder `out` that exists (unless `overwrite`, and then
+    only a committee folder), is a file, lies under a file or cannot be written; `flag` names it in messages."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out} already exists: choose another {flag}, or replace it with --overwrite")
+    if out.exists() and not is_committee(out):
+        raise ConfigError(f"{out} exists and is not a committee folder; lenet will not replace it")
+    # The new folder is made beside `out` and renamed onto it: its parent must take new files.
+    check_output_folder(out.parent if out.exists() else out, flag)
+    return out
+
+
+def _refuse_repeats(records: Sequence[WeightsRecord], sources: Sequence[str]) -> None:
+    """Refuse two members with the same weights (the same run given twice, or a run and its weights file)."""
+    first: dict[str, int] = {}
+    for index, record in enumerate(records):
+        if record.sha256 in first:
+            raise ConfigError(f"{sources[index]} and {sources[first[record.sha256]]} are the same network (SHA-256 "
+                              f"{record.sha256[:16]}...): a committee of copies of one network is that network; "
+                              "give each member once")
+        first[record.sha256] = index
+
+
 def build(out: str | os.PathLike, records: Sequence[WeightsRecord], test: Split, *,
           sources: Sequence[str] | None = None, command: str | None = None, description: str = "",
           overwrite: bool = False) -> BuildResult:
@@ -293,10 +318,8 @@ def build(out: str | os.PathLike, records: Sequence[WeightsRecord], test: Split,
     if len(sources) != len(records):
         raise ValueError(f"build: {len(records)} records but {len(sources)} sources")
     dataset = shared_dataset(records, sources)
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out} already exists: choose another OUT, or replace it with --overwrite")
-    if out.exists() and not is_committee(out):
-        raise ConfigError(f"{out} exists and is not a committee folder; lenet will not replace it")
+    check_out(out, overwrite)
+    _refuse_repeats(records, sources)
     committee = Committee([checkpoint.load_weights(r) for r in records]).eval()
     metrics, measured = measure(committee, test)
     entries = [_member_entry(i, r, s, m) for i, (r, s, m) in enumerate(zip(records, sources, measured, strict=True))]

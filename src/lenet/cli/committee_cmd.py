@@ -187,6 +187,7 @@ def build_from(out: str, runs: list[str], args: argparse.Namespace, best: int | 
     from lenet.data import load_dataset
     from lenet.weights import read_record
 
+    committee.check_out(out, args.overwrite)
     sources = member_sources(runs, best)
     records = [read_record(s) for s in sources]
     if best is not None:
@@ -223,12 +224,12 @@ _VARIED = (("augments", "augment", "distortions"), ("digit_widths", "digit_width
 def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[dict[str, Any]]:
     """Refuse what would waste the training (before it starts); each member's own training values (--augment,
     --digit-width) over `options`."""
+    from lenet.committee import check_out
     from lenet.errors import ConfigError
 
     if args.members < 1:
         raise ConfigError(f"--members must be at least 1, got {args.members}")
-    if Path(args.out).exists() and not args.overwrite:  # before hours of training, not after
-        raise ConfigError(f"{args.out} already exists: choose another --out, or replace it with --overwrite")
+    check_out(args.out, args.overwrite, "--out")  # before hours of training, not after
     own: list[dict[str, Any]] = [{} for _ in range(args.members)]
     for group_flag, field, noun in _VARIED:
         names = getattr(args, group_flag, None)
