@@ -18,7 +18,7 @@ import torch
 import lenet
 from lenet import checkpoint
 from lenet.cli import main
-from lenet.errors import CheckpointError, Terminated, TrainingError
+from lenet.errors import CheckpointError, ConfigError, Terminated, TrainingError
 from lenet.trainer import fit, make_config, runfolder
 from lenet.trainer.runfolder import RunFolder, locked
 from lenet.weights import load_network, read_record
@@ -153,6 +153,23 @@ def test_resume_refuses_parts_of_different_runs(finished, tmp_path, capsys):
                     "one run (resume.safetensors was written by a run with another config; model.json records "
                     "another config): the folder was reused or changed by hand; start a new run elsewhere, or "
                     "here with --overwrite")
+
+
+def test_resume_refuses_fewer_epochs_than_the_run_has_trained(finished, tmp_path, capsys):
+    folder = copy_run(finished[0], tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+    line = one_line_error(capsys, ["train", "--resume", str(folder), "--epochs", "1"])
+    assert line == (f"lenet train: error: {folder} has trained 2 epochs; --epochs 1 would end it before that: "
+                    "give --epochs 2 or more, or leave it out")
+    assert {p.name: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"} == before
+
+
+def test_a_mid_epoch_state_counts_the_epoch_it_is_in():
+    from lenet.trainer.loop import Position, _check_epochs_left
+
+    _check_epochs_left(Path("run"), 2, Position(1, 5))  # in epoch 2 of 2: fine
+    with pytest.raises(ConfigError, match=r"^run is in epoch 2; --epochs 1 would end it before that: give --epochs 2"):
+        _check_epochs_left(Path("run"), 1, Position(1, 5))
 
 
 @pytest.mark.parametrize("damage", ["empty", "truncated", "random", "not lenet", "progress"])

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from .. import checkpoint
 from ..checkpoint import METRICS_NAME, RESUME_NAME, SIDECAR_NAME, WEIGHTS_NAME
-from ..errors import CheckpointError, Terminated, TrainingError
+from ..errors import CheckpointError, ConfigError, Terminated, TrainingError
 from ..inference import EvalResult, emulated_bf16_warning, evaluate, pick_device, resolve_precision, to_input
 from ..optim import EpochHook, lr_multiplier
 from .config import TrainConfig, resolve_config
@@ -182,6 +182,7 @@ def _resume(engine: Engine, folder: Path, stream: TextIO) -> tuple[Position, lis
     if position.step and set(POSITION_TENSORS) - set(tensors):
         raise CheckpointError(f"{checkpoint.run_file(folder, RESUME_NAME)} is damaged (a mid-epoch state without "
                               f"its {', '.join(POSITION_TENSORS)}): restore the run folder from a copy")
+    _check_epochs_left(folder, cfg.epochs, position)
     history = _with_timings(progress["history"], checkpoint.run_file(folder, METRICS_NAME))
     if position.step:
         where = f"in epoch {position.epoch + 1}/{cfg.epochs} at step {position.step}/{engine.steps_per_epoch}"
@@ -189,6 +190,15 @@ def _resume(engine: Engine, folder: Path, stream: TextIO) -> tuple[Position, lis
         where = f"after epoch {position.epoch}/{cfg.epochs}"
     print(f"Resuming {folder} {where}", file=stream)
     return position, history
+
+
+def _check_epochs_left(folder: Path, epochs: int, position: Position) -> None:
+    """Refuse a resume whose --epochs would end the run before the point it has already reached."""
+    reached = position.epoch + (1 if position.step else 0)  # a mid-epoch state is inside epoch `reached`
+    if epochs < reached:
+        done = (f"is in epoch {reached}" if position.step else f"has trained {reached} epoch{'s' * (reached > 1)}")
+        raise ConfigError(f"{folder} {done}; --epochs {epochs} would end it before that: give --epochs {reached} "
+                          "or more, or leave it out")
 
 
 def ema_tensors(engine: Engine) -> dict[str, torch.Tensor]:
