@@ -151,6 +151,29 @@ def test_the_public_api_reads_a_photo_file(mnist, tmp_path):
     path.write_bytes(photo.data)
     assert lenet.read_number(path).number == photo.number  # shipped seed by default
     assert lenet.read_number(photo.data, model="seed").to_dict()["number"] == photo.number
+    assert lenet.read_number(bytearray(photo.data)).number == photo.number
+    pixels = np.asarray(open_image(photo.data).convert("RGB"))
+    assert lenet.read_number(pixels).number == photo.number  # a uint8 numpy array, (H, W, 3)
+    assert lenet.read_number(pixels[..., 0].copy()).number == lenet.read_number(Image.fromarray(pixels[..., 0])).number
+
+
+@pytest.mark.parametrize("image, error, message", [
+    (torch.zeros(28, 28), TypeError, "image must be a file path, the file's bytes, a PIL image or a uint8 numpy "
+                                     "array, got Tensor"),
+    (None, TypeError, "image must be a file path, .* got NoneType"),
+    (np.zeros((28, 28), np.float32), TypeError, r"a numpy image must be uint8 of shape \(H, W\), \(H, W, 3\) or "
+                                                r"\(H, W, 4\), got float32 of shape \(28, 28\)"),
+    (np.zeros((28, 28, 2), np.uint8), TypeError, "a numpy image must be uint8"),
+    (Image.new("L", (0, 0)), ImageError, r"the image has no pixels \(0x0\)"),
+])
+def test_the_public_api_says_what_image_it_takes(image, error, message):
+    import lenet
+
+    with pytest.raises(error, match=message):
+        lenet.read_number(image)
+    with pytest.raises(TypeError, match="model must be a network, a name or a run folder, got int"):
+        lenet.read_number(np.zeros((28, 28), np.uint8), model=3)
+
 
 def test_an_empty_page_has_no_digits():
     rng = np.random.default_rng(0)

@@ -15,7 +15,7 @@ from .committee import build, check_out, shared_dataset
 from .data import load_dataset
 from .inference import EvalResult, pick_device
 from .inference import evaluate as _evaluate
-from .predict import NumberReading, open_image
+from .predict import NumberReading, as_image
 from .predict import read_number as _read_number
 from .trainer import TrainResult, run_training
 from .weights import load_network, read_record
@@ -81,13 +81,15 @@ def evaluate(model: nn.Module | str | os.PathLike, dataset: str = "mnist", data_
     return _evaluate(model, load_dataset(dataset, data_root).test)
 
 
-def read_number(image: str | os.PathLike | bytes | Any, model: nn.Module | str | os.PathLike = "seed") -> NumberReading:
+def read_number(image: str | os.PathLike | bytes | Any, model: nn.Module | str | os.PathLike = "seed"
+                ) -> NumberReading:
     """The number written in a photo or scan, left to right: `.number` ("2026") and per digit its
     prediction, probabilities, box in the image and the 28x28 the network saw (`lenet predict --number`).
 
-    `image` is a file path, the file's bytes, or a PIL image; `model` a network, a name or a run folder."""
+    `image` is a file path, the file's bytes, a PIL image or a uint8 numpy array ((H, W), (H, W, 3) or
+    (H, W, 4)); `model` a network, a name or a run folder."""
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
-    if isinstance(image, (str, os.PathLike, bytes)):
-        image = open_image(image)
-    return _read_number(model, image)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a network, a name or a run folder, got {type(model).__name__}")
+    return _read_number(model, as_image(image))

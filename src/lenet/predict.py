@@ -160,6 +160,31 @@ def open_image(source: str | os.PathLike | bytes, max_pixels: int = DEFAULT_MAX_
     return image
 
 
+def as_image(image: Any, max_pixels: int = DEFAULT_MAX_PIXELS) -> Any:
+    """A PIL image from what the Python API takes: a file path, the file's bytes, a PIL image, or a uint8
+    numpy array of shape (H, W), (H, W, 3) or (H, W, 4). Anything else raises TypeError saying what is
+    taken; an image with no pixels or over `max_pixels` raises ImageError, as `open_image` does."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+        return open_image(image, max_pixels)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise TypeError(f"a numpy image must be uint8 of shape (H, W), (H, W, 3) or (H, W, 4), got "
+                            f"{image.dtype} of shape {image.shape}")
+        image = Image.fromarray(image)
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"image must be a file path, the file's bytes, a PIL image or a uint8 numpy array, got "
+                        f"{type(image).__name__}")
+    width, height = image.size
+    if width == 0 or height == 0:
+        raise ImageError(f"the image has no pixels ({width}x{height})")
+    if width * height > max_pixels:
+        raise ImageError(f"the image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                         f"{max_pixels:,}; downscale it first")
+    return image
+
+
 # --- preprocessing: the page ------------------------------------------------------------------------------
 
 def preprocess(image: Any) -> torch.Tensor:
