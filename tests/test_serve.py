@@ -229,6 +229,12 @@ BAD_REQUESTS = {
     "no image field": ({"files": {"picture": ("d.png", drawn_one(), "image/png")}}, 422, "'image'"),
     "image field is text": ({"data": {"image": "not a file"}, "files": {"other": ("x", b"x", "text/plain")}}, 422,
                             "file"),
+    "two image fields": ({"files": [("image", ("a.png", drawn_one(), "image/png")),
+                                    ("image", ("b.png", drawn_one(), "image/png"))]}, 422, "several 'image' fields"),
+    "model sent as a file": ({"files": [("image", ("a.png", drawn_one(), "image/png")),
+                                        ("model", ("m.txt", b"seed", "text/plain"))]}, 422, "'model' must be text"),
+    "model name of 500,000 characters": ({**_file(drawn_one()), "data": {"model": "x" * 500_000}}, 422,
+                                         "500,000 characters long"),
     "blank drawing": (_file(_png(Image.new("L", (280, 280)))), 400, "no ink"),
     "details not a boolean": ({"json": {"pixels": [0] * 784}, "params": {"details": "maybe"}}, 422, "details"),
 }
@@ -275,6 +281,16 @@ def test_other_routes_and_methods_answer_json(client):
                       (client.get("/static/../pyproject.toml"), 404)):
         assert r.status_code == status
         assert "error" in r.json()
+    r = client.get("/api/predict")
+    assert r.json() == {"error": "GET is not allowed on /api/predict: use POST"} and r.headers["allow"] == "POST"
+    assert client.delete("/healthz").json() == {"error": "DELETE is not allowed on /healthz: use GET"}
+
+
+def test_head_works_wherever_get_does(client):
+    for path in ("/", "/healthz", "/api/models", "/static/app.js"):
+        got, head = client.get(path), client.head(path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"], path
 
 
 def test_foreign_host_header_is_refused(client):

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 import lenet  # noqa: E402
 from lenet.cli import build_parser  # noqa: E402
-from lenet.cli.serve_cmd import is_loopback  # noqa: E402
+from lenet.cli.serve_cmd import allowed_hosts_for, is_loopback  # noqa: E402
 from lenet.errors import CheckpointError, ConfigError  # noqa: E402
 from lenet.models import get_model, list_models  # noqa: E402
 from lenet.serve import create_app  # noqa: E402
@@ -201,6 +201,17 @@ def test_host_check_only_when_asked(seed):
     for host in ("http://localhost:8000", "http://127.0.0.1", "http://[::1]:8000"):
         with TestClient(app, base_url=host) as client:
             assert client.get("/healthz").status_code == 200, host
+
+
+def test_a_server_on_another_loopback_address_accepts_its_own_address(seed):
+    assert allowed_hosts_for("127.0.0.1") == allowed_hosts_for("::1") == ["127.0.0.1", "localhost", "[::1]"]
+    assert allowed_hosts_for("127.0.0.2") == ["127.0.0.1", "localhost", "[::1]", "127.0.0.2"]
+    assert allowed_hosts_for("0.0.0.0") is None and allowed_hosts_for("192.168.1.5") is None
+    app = create_app(models={"seed": seed}, allowed_hosts=allowed_hosts_for("127.0.0.2"))
+    with TestClient(app, base_url="http://127.0.0.2:8765") as client:
+        assert client.get("/healthz").status_code == 200
+    with TestClient(app, base_url="http://127.0.0.3:8765") as client:
+        assert client.get("/healthz").status_code == 400
 
 
 def _shipped_only(monkeypatch, names: list[str], accuracy: float | None = 99.0) -> None:

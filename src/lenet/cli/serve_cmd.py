@@ -60,6 +60,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def url_host(host: str) -> str:
+    """`host` as it appears in a URL and a Host header: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def allowed_hosts_for(host: str) -> list[str] | None:
+    """The Host headers a server bound to `host` accepts: on loopback, the loopback names and the bound address
+    itself (127.0.0.2 is loopback too); elsewhere no check (None)."""
+    if not is_loopback(host):
+        return None
+    return list(dict.fromkeys([*LOOPBACK_NAMES, url_host(host).lower()]))
+
+
 def _checked(flag: str, value: float | None, upper: float) -> float | None:
     """`value` if it is None or a finite number in (0, upper]; else ConfigError naming `flag`."""
     from ..errors import ConfigError
@@ -103,15 +116,15 @@ def run_serve(args: argparse.Namespace) -> int:
     # Parallelism comes from the worker pool; torch's own intra-op threads would only fight it for the
     # cores when each request is one 28x28 image.
     torch.set_num_threads(1)
-    loopback = is_loopback(args.host)
+    allowed_hosts = allowed_hosts_for(args.host)
     # A damaged or tampered weights file fails here, as one line and exit 2, before the port is bound.
-    app = create_app(args.model, args.checkpoint, allowed_hosts=LOOPBACK_NAMES if loopback else None, **limits)
+    app = create_app(args.model, args.checkpoint, allowed_hosts=allowed_hosts, **limits)
     app.state.store.preload()
-    if not loopback:
+    if allowed_hosts is None:
         print(f"lenet serve: warning: binding to {args.host} exposes the server beyond this machine; it has no "
               "authentication", file=sys.stderr)
-    shown = f"[{args.host}]" if ":" in args.host and not args.host.startswith("[") else args.host
-    print(f"lenet serve: {app.state.store.default} on http://{shown}:{args.port}  (Ctrl+C to stop)", flush=True)
+    print(f"lenet serve: {app.state.store.default} on http://{url_host(args.host)}:{args.port}  (Ctrl+C to stop)",
+          flush=True)
     _serve(app, args, timeouts)
     return 0
 

@@ -32,10 +32,13 @@ class ApiError(HTTPException):
     """An HTTP error whose detail is the one-line message the client sees as {"error": ...}."""
 
 
-async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
     if exc.status_code == 404 and not isinstance(exc, ApiError):  # a URL outside the API, not a missing model
         message = NOT_FOUND
+    elif exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"{request.method} is not allowed on {request.url.path}: use {allowed or 'another method'}"
     return error_response(message, exc.status_code, exc.headers)
 
 

@@ -44,6 +44,11 @@ async def api_models(request: Request) -> dict[str, Any]:
     return request.app.state.store.describe()
 
 
+# HEAD wherever GET works (HTTP asks it; uptime monitors use it): the same handler, the body left unsent.
+for _path, _endpoint in (("/", index), ("/healthz", healthz), ("/api/models", api_models)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+
+
 @router.post("/api/predict", response_model=Prediction, response_model_exclude_none=True,
              responses=ERROR_RESPONSES, summary="read one digit", openapi_extra={"requestBody": PREDICT_BODY})
 async def api_predict(request: Request, details: bool = Query(
@@ -70,7 +75,8 @@ async def _predict_pixels(request: Request, pixels: PixelsRequest, details: bool
 
 async def _uploaded(request: Request) -> tuple[bytes, str]:
     """The bytes of a multipart form's 'image' file and the network to read it with (checked)."""
-    form = await request.form(max_files=1, max_fields=4)
+    # Two files at most, so that a 'model' sent as a file is named as the mistake it is (refused below).
+    form = await request.form(max_files=2, max_fields=4)
     try:
         upload, name = upload_fields(form)
         data = await upload.read()

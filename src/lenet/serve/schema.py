@@ -152,9 +152,13 @@ def upload_fields(form: FormData) -> tuple[UploadFile, str | None]:
         raise ApiError(422, f"multipart form has no 'image' file field (fields: {', '.join(form) or 'none'})")
     if not isinstance(upload, UploadFile):
         raise ApiError(422, "form field 'image' must be a file upload, not text")
+    if len(form.getlist("image")) > 1:
+        raise ApiError(422, "multipart form has several 'image' fields: send one image per request")
     name = form.get("model")
     if name is not None and not isinstance(name, str):
-        raise ApiError(422, "form field 'model' must be text")
+        raise ApiError(422, "form field 'model' must be text, not a file")
+    if name is not None and len(name) > _MAX_MODEL_NAME:
+        raise ApiError(422, f"form field 'model' is {len(name):,} characters long: use a name from GET /api/models")
     return upload, name or None
 
 
