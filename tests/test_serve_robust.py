@@ -312,6 +312,19 @@ def test_body_that_never_finishes_gets_408(quick):
                                {"error": "request timeout: the request body did not arrive within 0.8 s"})]
 
 
+@pytest.mark.parametrize("request_bytes", [
+    b"HELLO\r\n\r\n",  # no request line
+    b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: -5\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\n\r\n",  # HTTP/1.1 without Host
+])
+def test_a_request_h11_cannot_parse_gets_json_400(quick, request_bytes):
+    with socket.create_connection(("127.0.0.1", quick.port)) as s:
+        s.sendall(request_bytes)
+        data, _ = _read_until_closed(s)
+    message = "malformed HTTP request (its request line, headers or Content-Length): send a valid HTTP/1.1 request"
+    assert _answers(data) == [(b"HTTP/1.1 400 Bad Request", {"error": message})]
+
+
 def test_head_sent_byte_by_byte_still_times_out(quick):
     # Each byte arriving does not restart the clock: the head as a whole has its deadline.
     with socket.create_connection(("127.0.0.1", quick.port)) as s:

@@ -93,10 +93,18 @@ class DeadlineH11Protocol(H11Protocol):
             return
         if self._reading == "head":
             if self._got_bytes:
-                self.transport.write(_raw_408(f"request timeout: the request line and headers did not arrive "
-                                              f"within {self.header_timeout:g} s"))
+                message = (f"request timeout: the request line and headers did not arrive within "
+                           f"{self.header_timeout:g} s")
+                self.transport.write(_raw_error(408, b"Request Timeout", message))
         elif self._reading == "body":
             self._answer_408(f"request timeout: the request body did not arrive within {self.body_timeout:g} s")
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        # uvicorn answers a request h11 cannot parse in text/plain; every error of this server is JSON.
+        self._disarm()
+        self.transport.write(_raw_error(400, b"Bad Request", "malformed HTTP request (its request line, headers "
+                                        "or Content-Length): send a valid HTTP/1.1 request"))
         self.transport.close()
 
     def _answer_408(self, message: str) -> None:
@@ -117,11 +125,11 @@ class DeadlineH11Protocol(H11Protocol):
         self.transport.write(out)
 
 
-def _raw_408(message: str) -> bytes:
+def _raw_error(status: int, reason: bytes, message: str) -> bytes:
     # No request was parsed, so h11 cannot frame an answer: the bytes are written as they are.
     body = json.dumps({"error": message}).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            b"content-length: " + str(len(body)).encode() + b"\r\nconnection: close\r\n\r\n" + body)
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n" % (status, reason, len(body)) + body)
 
 
 def guarded_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT,
