@@ -58,6 +58,15 @@ def test_config_is_frozen_and_replace_validates():
         dataclasses.replace(cfg, epochs=0)
 
 
+def test_extra_options_cannot_shadow_training_options():
+    assert make_config(extra={"margin": 0.5}).extra == {"margin": 0.5}  # a plug-in loss's own option
+    with pytest.raises(ConfigError, match="extra's 'label_smoothing' is a training option of its own: give "
+                                          "label_smoothing=... instead"):
+        make_config(extra={"label_smoothing": 0.5})
+    with pytest.raises(ConfigError, match="extra must be a mapping of option names to values"):
+        make_config(extra={1: 2})
+
+
 def test_config_json_keeps_its_keys_and_old_files_load(tmp_path):
     cfg = make_config(recipe="fast", out=tmp_path)
     written = json.loads(json.dumps(cfg.to_dict()))

@@ -156,7 +156,8 @@ class TrainConfig:
                                       metavar="MINUTES")
     # not flags: `--recipe` names the recipe to build from (lenet.cli.flags), this field records it
     recipe: str | None = _option(None, "the recipe this config was built from, for the record", "what")
-    extra: dict[str, Any] = _option(None, "options of plug-in losses and optimizers", "how", factory=dict)
+    # Passed to the loss's builder as keywords (lenet.losses.get_loss); a loss ignores the ones it does not know.
+    extra: dict[str, Any] = _option(None, "options of plug-in losses", "how", factory=dict)
 
     def __post_init__(self) -> None:
         # Normal forms that keep the config JSON-able and equal however it was built: paths as strings,
@@ -334,6 +335,10 @@ def _type_problems(cfg: TrainConfig) -> list[str]:
         problems.append(f"betas must be two numbers, got {_shown(cfg.betas)}")
     if not (isinstance(cfg.extra, dict) and all(isinstance(k, str) for k in cfg.extra)):
         problems.append(f"extra must be a mapping of option names to values, got {_shown(cfg.extra)}")
+    else:
+        fields = {f.name for f in config_fields()}
+        problems += [f"extra's {name!r} is a training option of its own: give {name}=... instead"
+                     for name in cfg.extra if name in fields]
     return problems
 
 
