@@ -182,3 +182,18 @@ def test_feature_maps_run_without_autograd():
     model = get_model("classic")
     maps = feature_maps(model, to_input(torch.zeros(2, 28, 28, dtype=torch.uint8)))
     assert maps["input"].shape == (2, 1, 32, 32) and not any(m.requires_grad for m in maps.values())
+
+
+@pytest.mark.parametrize("name", ["seed", "classic", "modern"])
+def test_every_network_says_what_input_it_takes(name):
+    net = get_model(name).eval()
+    for bad in (torch.zeros(1, 28, 28), torch.zeros(2, 1, 32, 32), torch.zeros(28, 28)):
+        with pytest.raises(ValueError, match=r"takes images of shape \(N, 1, 28, 28\), got \(.*\); lenet.inference"
+                                             r".to_input turns uint8 images \(N, 28, 28\) into that"):
+            net(bad)
+    with pytest.raises(TypeError, match=r"takes float pixels in \[0, 1\] \(pixels / 255\), got torch.uint8"):
+        net(torch.zeros(2, 1, 28, 28, dtype=torch.uint8))
+    with pytest.raises(TypeError, match="takes a tensor of shape"):
+        net([[0.0] * 28] * 28)
+    assert net(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+    assert next(iter(net.feature_maps(torch.zeros(1, 1, 28, 28)).values())).shape[0] == 1

@@ -23,6 +23,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+INPUT_SHAPE = (1, 28, 28)  # every network's input per image: MNIST's 28x28 grey levels, one channel
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -55,14 +57,27 @@ class StagedNetwork(nn.Module):
         return x if stage.activation is None else stage.activation(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prepare(x)
+        x = self.prepare(self.check_input(x))
         for stage in self.stages:
             x = self._stage(stage, x)
         return x
 
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` if it is the common input, (N, 1, 28, 28) floats; else an error that says how to make it (each
+        network would otherwise fail in its own way, or, given one unbatched image, run as if it were a batch)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} takes a tensor of shape (N, 1, 28, 28), got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != INPUT_SHAPE:
+            raise ValueError(f"{type(self).__name__} takes images of shape (N, 1, 28, 28), got {tuple(x.shape)}; "
+                             "lenet.inference.to_input turns uint8 images (N, 28, 28) into that")
+        if not x.is_floating_point():
+            raise TypeError(f"{type(self).__name__} takes float pixels in [0, 1] (pixels / 255), got {x.dtype}; "
+                            "lenet.inference.to_input turns uint8 images (N, 28, 28) into that")
+        return x
+
     def feature_maps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """{"input": prepare(x), then each stage's name: its output}. The last entry equals forward(x)."""
-        maps = {"input": self.prepare(x)}
+        maps = {"input": self.prepare(self.check_input(x))}
         x = maps["input"]
         for stage in self.stages:
             x = maps[stage.name] = self._stage(stage, x)
