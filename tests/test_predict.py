@@ -238,6 +238,20 @@ def test_globs_folders_and_save_preprocessed(mnist, tmp_path, capsys):
     assert np.array_equal(np.asarray(saved), preprocess(open_image(tmp_path / "d1.png")).numpy())
 
 
+def test_save_preprocessed_into_the_inputs_folder_never_replaces_an_input(mnist, tmp_path, capsys):
+    originals = {}
+    for i, name in enumerate(["d0.png", "d0-2.png", "d1.debug.png"]):
+        originals[name] = _digit_png(mnist.test.images[i].numpy())
+        (tmp_path / name).write_bytes(originals[name])
+    code, results = _run_json([str(tmp_path), "--save-preprocessed", str(tmp_path)], capsys)
+    assert code == 0 and len(results) == 3
+    assert all((tmp_path / name).read_bytes() == data for name, data in originals.items())
+    # d0's own files would replace the input d0.png, and d0-2's the input d0-2.png: both are numbered on
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([
+        *originals, "d0-3.png", "d0-3.debug.png", "d0-2-2.png", "d0-2-2.debug.png", "d1.debug-2.png",
+        "d1.debug-2.debug.png"])
+
+
 def test_open_image_limits_and_messages(tmp_path):
     with pytest.raises(ImageError, match="over the limit of 1,000"):
         open_image(_encode(Image.new("L", (50, 50), 255), "PNG"), max_pixels=1000)

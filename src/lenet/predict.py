@@ -890,12 +890,14 @@ def save_preprocessed(results: list[Prediction], folder: str | os.PathLike,
     """Write, atomically, what the network saw for each image: `STEM.png`, the 28x28 (for a number:
     `STEM.1.png`, `STEM.2.png`, ... left to right), and beside it `STEM.debug.png`, the debug sheet
     (`debug_sheet`: the mask, the kept strokes, the boxes) -- also for an image in which no digit was found,
-    to show why. STEM is numbered (`STEM-2`) when two inputs share it."""
+    to show why. STEM is numbered (`STEM-2`) when two inputs share it, or when one of its files would replace
+    an input image (FOLDER may be the inputs' own folder)."""
     from PIL import Image
 
     from ._io import atomic_write
 
     folder = Path(folder)
+    inputs = {Path(r.path).resolve() for r in results}
     used: set[str] = set()
     written = []
     for result in results:
@@ -904,11 +906,7 @@ def save_preprocessed(results: list[Prediction], folder: str | os.PathLike,
         sheet = _sheet_or_none(result, max_pixels)
         if not images and sheet is None:
             continue
-        stem, n = Path(result.path).stem or "image", 1
-        base = stem
-        while base in used:
-            n += 1
-            base = f"{stem}-{n}"
+        base = _free_base(folder, Path(result.path).stem or "image", len(images), used, inputs)
         used.add(base)
         names = [f"{base}.{i}.png" for i in range(1, len(images) + 1)] if result.reading is not None else \
             [f"{base}.png"] * len(images)
@@ -918,6 +916,20 @@ def save_preprocessed(results: list[Prediction], folder: str | os.PathLike,
         for name, pil in files:
             written.append(atomic_write(folder / name, lambda tmp, pil=pil: pil.save(tmp, format="PNG")))
     return written
+
+
+def _free_base(folder: Path, stem: str, digits: int, used: set[str], inputs: set[Path]) -> str:
+    """STEM, else STEM-2, STEM-3, ...: the first that no other input took and none of whose files (STEM.png,
+    STEM.debug.png, STEM.1.png ...) is one of the `inputs`."""
+    def replaces_an_input(base: str) -> bool:
+        names = [f"{base}.png", f"{base}.debug.png", *(f"{base}.{i}.png" for i in range(1, digits + 1))]
+        return any((folder / name).resolve() in inputs for name in names)
+
+    base, n = stem, 1
+    while base in used or replaces_an_input(base):
+        n += 1
+        base = f"{stem}-{n}"
+    return base
 
 
 def _sheet_or_none(result: Prediction, max_pixels: int) -> Any:
