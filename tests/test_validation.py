@@ -236,6 +236,21 @@ def test_row5_export_under_a_file_or_onto_a_folder(capsys, tmp_path):
     assert not (tmp_path / "m.pt").exists()
 
 
+@pytest.mark.parametrize("target", ["model.safetensors", "model.json", "sub/../model.safetensors"])
+def test_row5_an_export_never_replaces_its_own_source(capsys, tmp_path, target):
+    folder = run_folder(tmp_path)
+    (folder / "sub").mkdir()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    for source in (["--checkpoint", str(folder)], ["--checkpoint", str(folder / "model.safetensors")]):
+        code, _, err = run(capsys, "export", *source, "--format", "onnx", "--out", str(folder / target), "--no-check")
+        assert_refused(code, err, f"lenet export: error: --out {folder / target} is one of the files the network "
+                                  "is exported from; give another file name")
+    code, _, err = run(capsys, "export", "--checkpoint", str(folder), "--format", "torchscript", "--out",
+                       str(folder / "model"), "--no-check")  # its specification file would be model.json
+    assert_refused(code, err, f"lenet export: error: --out's specification file {folder}/model.json is one of")
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
 @pytest.mark.parametrize("content, start", [
     (b"[1, 2]", "model.json is not a lenet weights record (not a JSON object)"),
     (b'"a string"', "model.json is not a lenet weights record (not a JSON object)"),

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,16 @@ def check_target(out: str | os.PathLike, format: str) -> Path:
     check_output_file(out, "--out")
     check_output_file(spec_path(out), "--out's specification file")
     return out
+
+
+def check_not_a_source_file(out: str | os.PathLike, source_files: Iterable[Path]) -> None:
+    """Refuse (ConfigError) an export whose file or spec would replace one of the files it is exported from
+    (the weights, their record, any file of the run or committee folder), links followed."""
+    protected = {Path(f).resolve() for f in source_files}
+    for path, what in ((Path(out), "--out"), (spec_path(out), "--out's specification file")):
+        if path.exists() and path.resolve() in protected:
+            raise ConfigError(f"{what} {path} is one of the files the network is exported from; give another "
+                              "file name")
 
 
 def nonfinite_parameters(model: nn.Module) -> list[str]:

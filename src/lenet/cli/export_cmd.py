@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import add_model_arguments
 
@@ -25,14 +26,25 @@ def add_parser(subparsers) -> None:
     p.set_defaults(run=run)
 
 
+def source_files(source: str | Path, record) -> list[Path]:
+    """The files an export reads: the weights and their record, and every file of a run or committee folder."""
+    from lenet.checkpoint import sidecar_path
+
+    files = [record.weights_path, sidecar_path(record.weights_path)]
+    if Path(source).is_dir():
+        files += [p for p in Path(source).rglob("*") if p.is_file()]
+    return files
+
+
 def run(args: argparse.Namespace) -> int:
     from lenet.data import load_dataset
-    from lenet.export import check_target, export, spec_path
+    from lenet.export import check_not_a_source_file, check_target, export, spec_path
     from lenet.weights import load_network, read_record, source_from_options
 
     check_target(args.out, args.format)  # before the weights, the test set and the export itself
     source, expected = source_from_options(args.model, args.checkpoint)
     record = read_record(source)
+    check_not_a_source_file(args.out, source_files(source, record))
     model = load_network(source, expected_model=expected)
     images = None if args.no_check else load_dataset("mnist").test.images
     spec = export(model, args.out, args.format, check_images=images,
