@@ -114,12 +114,21 @@ def test_tta_evaluation_on_real_mnist(mnist):
     assert torch.equal(scores.argmax(1), averaged.predictions)
 
 
-def test_cli_eval_tta(capsys):
-    assert main(["eval", "seed", "--tta", "--json"]) == 0
+def test_cli_eval_tta_is_reported_beside_the_plain_accuracy(capsys, mnist):
     import json
 
+    net = lenet.load("seed")
+    plain, averaged = evaluate(net, mnist.test), evaluate(net, mnist.test, tta=True)
+    assert main(["eval", "seed", "--tta", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["tta"] is True and report["count"] == 10_000
+    assert (report["accuracy"], report["errors"]) == (plain.accuracy, plain.errors)  # the headline: one view
+    assert (report["tta_accuracy"], report["tta_errors"]) == (averaged.accuracy, averaged.errors)
+    assert main(["eval", "seed", "--tta"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"seed on mnist test set: {plain.accuracy:.2f}% accuracy ({plain.errors} errors")
+    assert (f"with test-time augmentation (the mean of the image and its four one-pixel shifts), beside: "
+            f"{averaged.accuracy:.2f}% accuracy ({averaged.errors} errors in 10,000)") in text
 
 
 # --- the shipped weights: `modern` and the committee `modern-committee` ---------------------------------------
