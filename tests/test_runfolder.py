@@ -142,6 +142,17 @@ def test_a_failed_start_leaves_no_folder_behind(tmp_path, capsys):
     assert str(tmp_path / "file") in line
 
 
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_a_committee_folder_is_never_trained_into(tmp_path, capsys, overwrite):
+    folder = tmp_path / "committee"
+    (folder / "members" / "00").mkdir(parents=True)
+    (folder / "committee.json").write_text("{}")
+    line = one_line_error(capsys, ["train", *FLAGS, "--out", str(folder), *overwrite])
+    assert line == (f"lenet train: error: {folder} holds a committee (committee.json); lenet will not train into "
+                    "it, even with --overwrite: give another --out")
+    assert sorted(p.name for p in folder.iterdir()) == ["committee.json", "members"]
+
+
 # --- resume checks what it continues -----------------------------------------------------------------------
 
 def test_resume_refuses_parts_of_different_runs(finished, tmp_path, capsys):

@@ -48,7 +48,7 @@ from .data import Split
 from .errors import CheckpointError, ConfigError
 from .inference import to_input
 
-MANIFEST_NAME = "committee.json"
+MANIFEST_NAME = checkpoint.COMMITTEE_MANIFEST_NAME
 SCHEMA = "lenet-committee"
 SCHEMA_VERSION = 1
 MODEL_NAME = "committee"  # the `model` of a committee's record and the `model_name` of its module

@@ -37,6 +37,7 @@ from typing import Any
 
 from .._io import atomic_write, crash_point, fsync_path, read_json_object, write_durable
 from ..checkpoint import (
+    COMMITTEE_MANIFEST_NAME,
     CURRENT_LINK,
     GENERATION_PREFIX,
     RUN_FILES,
@@ -306,6 +307,9 @@ def open_run(cfg: TrainConfig, resume: str | os.PathLike | None, overwrite: bool
         yield RunFolder(None)
         return
     folder = Path(cfg.out)
+    if (folder / COMMITTEE_MANIFEST_NAME).exists():  # before the lock file, which would be written into it
+        raise CheckpointError(f"{folder} holds a committee ({COMMITTEE_MANIFEST_NAME}); lenet will not train "
+                              "into it, even with --overwrite: give another --out")
     with locked(folder, command):
         prepare(folder, Path(resume) if resume is not None else None, overwrite)
         yield RunFolder(folder, cfg.checkpoint_every * 60)
