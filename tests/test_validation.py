@@ -125,6 +125,35 @@ def test_row4_parity_check_fails_on_nan_on_either_side(mnist, tmp_path):
     assert parity["same_class"] == 0 and math.isnan(parity["max_abs_diff"])
 
 
+class _FixedScores(torch.nn.Module):
+    """Scores of `row` for every image: a stand-in network for the parity check's arithmetic."""
+
+    def __init__(self, row: list[float]) -> None:
+        super().__init__()
+        self.row = torch.tensor(row)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.row.expand(len(x), -1).clone()
+
+
+@pytest.mark.parametrize("second, exported_second, same, near_ties", [
+    (1.0 - 1e-5, 1.0 + 1e-5, 0, 50),  # two best 1e-5 apart, swapped by 2e-5 (within tolerance): a near-tie
+    (0.5, 1.5, 0, 0),  # far apart and swapped: a real disagreement
+    (1.0 - 1e-5, 1.0 - 1e-5, 50, 0),  # the same scores
+])
+def test_row4_parity_check_tells_near_ties_from_disagreements(mnist, monkeypatch, second, exported_second, same,
+                                                               near_ties):
+    import lenet.export as export_module
+
+    row = [0.0] * 10
+    row[3], row[5] = 1.0, second
+    exported = row.copy()
+    exported[5] = exported_second
+    monkeypatch.setattr(export_module, "load_runner", lambda path, format: _FixedScores(exported))
+    parity = check_parity("unused.onnx", "onnx", _FixedScores(row), mnist.test.images[:50])
+    assert (parity["same_class"], parity["near_ties"]) == (same, near_ties)
+
+
 # --- row 5: numbers out of range, paths that cannot work, broken records ---------------------------------------
 
 @pytest.mark.parametrize("options, start", [

@@ -52,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {args.out} ({args.format}, {spec['model']}) and {spec_path(args.out)}")
     if "parity" in spec:
         parity = spec["parity"]
+        ties = (f" and another of its two best for {parity['near_ties']:,} (scores within twice the tolerance)"
+                if parity["near_ties"] else "")
         print(f"checked on {parity['images']:,} MNIST test images: same class as PyTorch for "
-              f"{parity['same_class']:,}, max score difference {parity['max_abs_diff']:.1e} (tolerance "
+              f"{parity['same_class']:,}{ties}, max score difference {parity['max_abs_diff']:.1e} (tolerance "
               f"{parity['tolerance']:.1e})")
     return 0
