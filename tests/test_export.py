@@ -53,13 +53,23 @@ def test_every_network_exports_with_the_same_contract(mnist, tmp_path, name):
         assert spec["parity"]["same_class"] == 500
 
 
-def test_a_failed_check_writes_nothing(mnist, tmp_path, monkeypatch):
-    bad = {"images": 10, "same_class": 9, "max_abs_diff": 0.5, "tolerance": 1e-4}
+@pytest.mark.parametrize("same_class, near_ties, max_abs_diff", [(9, 0, 1e-5), (10, 0, 0.5), (8, 1, 1e-5)])
+def test_a_failed_check_writes_nothing(mnist, tmp_path, monkeypatch, same_class, near_ties, max_abs_diff):
+    bad = {"images": 10, "same_class": same_class, "near_ties": near_ties, "max_abs_diff": max_abs_diff,
+           "tolerance": 1e-4}
     monkeypatch.setattr("lenet.export.check_parity", lambda *args, **kwargs: bad)
     out = tmp_path / "seed.pt"
-    with pytest.raises(LenetError, match="disagrees with PyTorch"):
+    with pytest.raises(LenetError, match=f"disagrees with PyTorch on seed.pt: {10 - same_class - near_ties} of 10 "
+                                         r"classes differ \(near-ties aside\)"):
         export(lenet.load("seed"), out, "torchscript", check_images=mnist.test.images[:10])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_near_ties_alone_pass_the_check(mnist, tmp_path, monkeypatch):
+    tied = {"images": 10, "same_class": 9, "near_ties": 1, "max_abs_diff": 1e-5, "tolerance": 1e-4}
+    monkeypatch.setattr("lenet.export.check_parity", lambda *args, **kwargs: tied)
+    spec = export(lenet.load("seed"), tmp_path / "seed.pt", "torchscript", check_images=mnist.test.images[:10])
+    assert spec["parity"] == tied and (tmp_path / "seed.pt").is_file()
 
 
 def test_missing_onnx_packages_say_what_to_install(tmp_path, monkeypatch, capsys):
