@@ -362,8 +362,13 @@ def test_members_can_differ_by_distortion_in_consecutive_groups(tmp_path, capsys
     assert [m["seed"] for m in committee.read_manifest(out)["members"]] == [0, 1, 2]
     # a member folder started with another distortion is refused, not silently continued into this committee
     _one_error_line(capsys, [*argv[:9], "affine", "none", *argv[11:], "--overwrite"],
-                    f"{runs / 'seed-0'} holds a member started with --augment none, where this committee trains "
-                    "--augment affine")
+                    f"{runs / 'seed-0'} holds a member started with other options than this committee gives it "
+                    "(--augment none there, affine here): give the options it was started with, another --runs, or "
+                    "delete that folder")
+    # so is one started with another learning rate (it used to be continued with its own)
+    _one_error_line(capsys, [*argv, "--lr", "0.5", "--overwrite"],
+                    f"{runs / 'seed-0'} holds a member started with other options than this committee gives it "
+                    "(--lr 0.001 there, 0.5 here)")
 
 
 def test_members_can_differ_by_digit_width_and_by_distortion_at_once(tmp_path, capsys):
@@ -379,8 +384,8 @@ def test_members_can_differ_by_digit_width_and_by_distortion_at_once(tmp_path, c
     # a member folder started with another width is refused, not silently continued into this committee
     _one_error_line(capsys, [*base, "--digit-widths", "none", "14", "16", "--augments", "affine", "none",
                              "--overwrite"],
-                    f"{runs / 'seed-1'} holds a member started with --digit-width 12, where this committee trains "
-                    "--digit-width 14")
+                    f"{runs / 'seed-1'} holds a member started with other options than this committee gives it "
+                    "(--digit-width 12 there, 14 here)")
     _one_error_line(capsys, [*base, "--digit-widths", "12", "--digit-width", "12", "--overwrite"],
                     "--digit-widths gives each group of members its --digit-width: give one of them, not both")
     _one_error_line(capsys, [*base, "--digit-widths", "10", "12", "14", "16", "--overwrite"],
@@ -395,6 +400,13 @@ def test_one_augment_for_every_member_is_passed_once(tmp_path, capsys):
     assert main(["committee", "train", "--members", "1", "--out", str(tmp_path / "c"), "--runs", str(runs),
                  "--augment", "shift", "--train-size", "300", "--epochs", "1", "--log-every", "0"]) == 0
     assert weights.read_record(runs / "seed-0").config["augment"] == "shift"
+
+
+def test_every_member_is_checked_before_the_first_trains(tmp_path, capsys):
+    _one_error_line(capsys, ["committee", "train", "--members", "2", "--model", "modern", "--out", str(tmp_path / "c"),
+                             "--digit-widths", "14", "3", "--epochs", "1", "--train-size", "300"],
+                    "digit-width must be a whole number of pixels from 4 to 28, got 3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_bad_distortion_groups_are_refused_before_training(tmp_path, capsys):

@@ -247,21 +247,37 @@ def _check_members(args: argparse.Namespace, options: dict[str, Any]) -> list[di
     return own
 
 
-def _check_started(folders: list[Path], own: list[dict[str, Any]]) -> None:
-    """Refuse a member folder started with other values than its place in this committee gives it (it would be
-    continued, not retrained)."""
+def _check_member_configs(folders: list[Path], seeds: list[int], own: list[dict[str, Any]],
+                          options: dict[str, Any]) -> None:
+    """Before any member trains: refuse a member whose options a run could not start with, or a member folder
+    started with other options than this committee gives it (it would be continued as it is, not retrained)."""
     from lenet.errors import ConfigError
-    from lenet.trainer.config import load_config
+    from lenet.trainer.config import check_run, load_config, make_config
 
-    for folder, values in zip(folders, own, strict=True):
-        if not (folder / "config.json").exists():
+    given = {k: v for k, v in options.items() if k != "recipe"}
+    for folder, seed, values in zip(folders, seeds, own, strict=True):
+        planned = check_run(make_config(options.get("recipe"), resolve_auto=False, **given, **values, seed=seed,
+                                        out=str(folder)))
+        if (folder / "config.json").exists():
+            differing = _differences(load_config(folder), planned)
+            if differing:
+                raise ConfigError(f"{folder} holds a member started with other options than this committee gives "
+                                  f"it ({'; '.join(differing)}): give the options it was started with, another "
+                                  "--runs, or delete that folder")
+
+
+def _differences(started, planned) -> list[str]:
+    """'--lr 0.001 there, 0.5 here' for each option that a resume could not change (precision auto matches what
+    it chose; the recipe's name alone is not a difference)."""
+    from lenet.trainer.config import RESUME_MAY_CHANGE, config_fields
+
+    out = []
+    for f in config_fields():
+        there, here = getattr(started, f.name), getattr(planned, f.name)
+        if f.name in (*RESUME_MAY_CHANGE, "recipe") or there == here or (f.name == "precision" and here == "auto"):
             continue
-        started = load_config(folder)
-        for field, value in values.items():
-            if getattr(started, field) != value:
-                raise ConfigError(f"{folder} holds a member started with {_flag_of(field)} {getattr(started, field)}, "
-                                  f"where this committee trains {_flag_of(field)} {value}: give another --runs, or "
-                                  "delete that folder")
+        out.append(f"{_flag_of(f.name)} {there} there, {here} here")
+    return out
 
 
 def _train_member(folder: Path, seed: int, own: dict[str, Any], options: dict[str, Any], command: str) -> None:
@@ -279,7 +295,7 @@ def run_train(args: argparse.Namespace) -> int:
     own = _check_members(args, options)
     runs_dir = Path(args.runs or f"{args.out}-runs")
     folders = [runs_dir / f"seed-{args.first_seed + index}" for index in range(args.members)]
-    _check_started(folders, own)
+    _check_member_configs(folders, [args.first_seed + i for i in range(args.members)], own, options)
     for index, (folder, values) in enumerate(zip(folders, own, strict=True)):
         seed = args.first_seed + index
         given = "".join(f" {_flag_of(field)} {value}" for field, value in values.items())
