@@ -47,14 +47,9 @@ def run_bench(args: argparse.Namespace) -> int:
     import json
 
     from ..bench import format_result, run_bench
-    from ..errors import ConfigError
     from ..trainer.config import check_run, make_config
 
-    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch", "fma_units", "cpu_ghz"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            kind = "number" if name == "cpu_ghz" else "integer"
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive {kind}, got {value}")
+    _check_counts(args)
     engine = train_options(args, ENGINE_FLAGS)
     check_run(make_config(**engine))  # every bad engine flag in one line, before the minutes of measuring start
     result = run_bench(repeats=args.repeats, tutorial_steps=args.tutorial_steps, epochs=args.epochs,
@@ -62,3 +57,18 @@ def run_bench(args: argparse.Namespace) -> int:
                        fma_units=args.fma_units, cpu_ghz=args.cpu_ghz, **engine)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """ConfigError for a count that is not positive, or a --cpu-ghz that is not a finite positive number."""
+    import math
+
+    from ..errors import ConfigError
+
+    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch", "fma_units"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    # `not ... > 0`, not `<= 0`: NaN fails every comparison and must be refused like 0
+    if args.cpu_ghz is not None and not (args.cpu_ghz > 0 and math.isfinite(args.cpu_ghz)):
+        raise ConfigError(f"--cpu-ghz must be a finite positive number, got {args.cpu_ghz}")
