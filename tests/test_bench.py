@@ -109,3 +109,13 @@ def test_bench_says_too_large_a_train_size_as_train_does(capsys, nothing_measure
     assert main(["bench", "--train-size", "100000"]) == 2
     bench = capsys.readouterr().err.removeprefix("lenet bench: error: ")
     assert train == bench.replace("\n", " (0: all of them)\n")  # bench refuses --train-size 0
+
+
+def test_bench_help_says_what_threads_does_in_bench(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--deterministic" not in out  # train's text; bench has no such flag
+    assert ("--threads N CPU threads of both sides, pinned; default: the tutorial runs at torch's default count, "
+            "as its script does, and lenet's engine adapts its count during the run by timing its steps at "
+            "1..cores threads (the output gives both counts) ") in out

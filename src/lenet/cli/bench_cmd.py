@@ -10,6 +10,10 @@ from .flags import add_train_arguments, train_options
 # that still trains to 99% (benchmarks/README.md), and bf16 where the CPU's matrix units (AMX) compute it.
 ENGINE_DEFAULTS = {"batch_size": 1024, "precision": "auto", "compile": False, "kernels": "auto", "device": "auto"}
 ENGINE_FLAGS = [*ENGINE_DEFAULTS, "threads"]  # `--epochs` is bench's own: timed epochs
+# train's text speaks of --deterministic, which bench has not; here the flag also sets the tutorial's threads
+ENGINE_HELPS = {"threads": "CPU threads of both sides, pinned; default: the tutorial runs at torch's default "
+                           "count, as its script does, and lenet's engine adapts its count during the run by "
+                           "timing its steps at 1..cores threads (the output gives both counts)"}
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +35,7 @@ def add_parser(subparsers) -> None:
                    help="timed lenet epochs after the warm-up epoch (default: --repeats)")
     p.add_argument("--train-size", type=int, metavar="N", help="train lenet on N images only (quick checks)")
     engine = p.add_argument_group("lenet's engine (the flags of `lenet train`; --threads applies to both sides)")
-    add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS)
+    add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS, helps=ENGINE_HELPS)
     p.add_argument("--inference-batch", type=int, default=10000, metavar="N", help="default 10000")
     cpu = p.add_argument_group("the CPU's peak (detected; these override)")
     cpu.add_argument("--fma-units", type=int, metavar="N",
