@@ -61,3 +61,61 @@ def test_text_output_has_one_hardware_line_and_how_each_factor_was_found():
 def test_bench_rejects_non_positive_counts(capsys):
     assert main(["bench", "--repeats", "0"]) == 2
     assert "repeats" in capsys.readouterr().err
+
+
+@pytest.fixture
+def nothing_measured(monkeypatch):
+    """The tutorial's side fails the test if it starts: every refusal must come before the minutes of measuring
+    (and a value that slips through fails fast instead of running the bench)."""
+    def measured(*args, **kwargs):
+        raise AssertionError("bench started measuring")
+
+    monkeypatch.setattr("lenet.bench.bench_tutorial", measured)
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cpu-ghz", "nan"], "--cpu-ghz must be a finite positive number, got nan"),
+    (["--cpu-ghz", "inf"], "--cpu-ghz must be a finite positive number, got inf"),
+    (["--cpu-ghz=-inf"], "--cpu-ghz must be a finite positive number, got -inf"),
+    (["--cpu-ghz", "0"], "--cpu-ghz must be a finite positive number, got 0.0"),
+    (["--train-size", "100000"], "--train-size 100000 is more than the 60000 training images; give --train-size "
+                                 "60000 or less"),
+    (["--epochs", "1000000"], "--epochs 1000000: lenet trains at most 1,000,000 epochs, its warm-up epoch "
+                              "included; give --epochs 999999 or less"),
+    (["--repeats", "1000000"], "--repeats 1000000: lenet trains at most 1,000,000 epochs, its warm-up epoch "
+                               "included; give --repeats 999999 or less"),
+])
+def test_bench_refuses_a_bad_value_by_its_flag_before_measuring(capsys, nothing_measured, argv, message):
+    assert main(["bench", *argv]) == 2
+    assert capsys.readouterr().err == f"lenet bench: error: {message}\n"
+
+
+@pytest.mark.parametrize(("variable", "value", "message"), [
+    ("LENET_CPU_GHZ", "nan", "a finite positive number; give --cpu-ghz or LENET_CPU_GHZ a finite positive number"),
+    ("LENET_CPU_GHZ", "inf", "a finite positive number; give --cpu-ghz or LENET_CPU_GHZ a finite positive number"),
+    ("LENET_FMA_UNITS", "inf", "a positive integer; give --fma-units or LENET_FMA_UNITS a positive integer"),
+    ("LENET_FMA_UNITS", "2.5", "a positive integer; give --fma-units or LENET_FMA_UNITS a positive integer"),
+])
+def test_bench_refuses_a_non_finite_environment_override(capsys, monkeypatch, nothing_measured, variable, value,
+                                                          message):
+    monkeypatch.setenv(variable, value)
+    assert main(["bench", "--repeats", "1"]) == 2
+    assert capsys.readouterr().err == f"lenet bench: error: {variable}={value!r}: must be {message}\n"
+
+
+def test_bench_says_too_large_a_train_size_as_train_does(capsys, nothing_measured):
+    assert main(["train", "--train-size", "100000", "--epochs", "1"]) == 2
+    train = capsys.readouterr().err.removeprefix("lenet train: error: ")
+    assert main(["bench", "--train-size", "100000"]) == 2
+    bench = capsys.readouterr().err.removeprefix("lenet bench: error: ")
+    assert train == bench.replace("\n", " (0: all of them)\n")  # bench refuses --train-size 0
+
+
+def test_bench_help_says_what_threads_does_in_bench(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--deterministic" not in out  # train's text; bench has no such flag
+    assert ("--threads N CPU threads of both sides, pinned; default: the tutorial runs at torch's default count, "
+            "as its script does, and lenet's engine adapts its count during the run by timing its steps at "
+            "1..cores threads (the output gives both counts) ") in out

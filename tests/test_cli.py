@@ -148,3 +148,25 @@ def test_eval_of_a_shipped_weights_file(capsys):
     assert code == 0 and report["dataset"] == "mnist" and report["accuracy"] > 98.5
     code, stdout, _ = run(capsys, "eval", "classic", "--json")  # a network's name: its shipped weights
     assert code == 0 and json.loads(stdout)["accuracy"] == report["accuracy"]
+
+
+def test_eval_help_lists_every_shipped_name_and_committee_folders(capsys, monkeypatch, tmp_path):
+    # the help listed "seed, classic, modern" only, though modern-committee and committee folders are accepted
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse would break "modern-committee" at its hyphen
+
+    def help_text():
+        with pytest.raises(SystemExit):
+            main(["eval", "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    assert ("a folder written by `lenet train --out` or its model.safetensors, a committee folder (`lenet committee "
+            "build`), or the name of weights shipped with lenet (networks: seed, classic, modern; committees: "
+            "modern-committee); a name never means a path") in help_text()
+    # read from the weights folder, not typed in: a committee shipped there is listed
+    import lenet.shipped
+
+    for name in ("seed.safetensors", "other-committee/committee.json"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    monkeypatch.setattr(lenet.shipped, "WEIGHTS_DIR", tmp_path)
+    assert "(networks: seed; committees: other-committee)" in help_text()

@@ -96,8 +96,23 @@ def test_flags_and_environment_override_fma_units_and_clock(tmp_path):
     assert (detect_cpu(**paths, cpus={0}).fma_units, detect_cpu(**paths, cpus={0}).ghz) == (4, 3.0)
     assert detect_cpu(**paths, cpus={0}, fma_units=2).fma_units == 2  # the flag beats the environment
     paths["environ"] = {"LENET_FMA_UNITS": "two"}
-    with pytest.raises(ConfigError, match=r"LENET_FMA_UNITS='two': must be a positive number"):
+    with pytest.raises(ConfigError, match=r"LENET_FMA_UNITS='two': must be a positive integer"):
         detect_cpu(**paths, cpus={0})
+
+
+@pytest.mark.parametrize(("environ", "flags", "message"), [
+    ({"LENET_CPU_GHZ": "nan"}, {}, "LENET_CPU_GHZ='nan': must be a finite positive number"),
+    ({"LENET_CPU_GHZ": "inf"}, {}, "LENET_CPU_GHZ='inf': must be a finite positive number"),
+    ({"LENET_FMA_UNITS": "inf"}, {}, "LENET_FMA_UNITS='inf': must be a positive integer"),  # was OverflowError
+    ({"LENET_FMA_UNITS": "2.5"}, {}, "LENET_FMA_UNITS='2.5': must be a positive integer"),  # was 2 units
+    ({}, {"ghz": float("nan")}, "--cpu-ghz nan: must be a finite positive number"),
+    ({}, {"ghz": float("inf")}, "--cpu-ghz inf: must be a finite positive number"),
+])
+def test_non_finite_overrides_are_refused_like_zero(tmp_path, environ, flags, message):
+    paths = {**machine(tmp_path, cpuinfo("AuthenticAMD", 26, 2, "AMD EPYC", AVX512)), "environ": environ}
+    with pytest.raises(ConfigError) as error:
+        detect_cpu(**paths, cpus={0}, **flags)
+    assert str(error.value).startswith(message + "; give ")
 
 
 def test_unknown_vendor_and_missing_cpuinfo_are_said_so(tmp_path):
@@ -128,7 +143,7 @@ def test_hardware_imports_no_torch():
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--fma-units", "0"], "lenet bench: error: --fma-units must be a positive integer, got 0\n"),
-    (["--cpu-ghz", "-1"], "lenet bench: error: --cpu-ghz must be a positive number, got -1.0\n"),
+    (["--cpu-ghz", "-1"], "lenet bench: error: --cpu-ghz must be a finite positive number, got -1.0\n"),
 ])
 def test_bench_rejects_bad_overrides_in_one_line(capsys, argv, message):
     assert main(["bench", *argv]) == 2
@@ -138,5 +153,5 @@ def test_bench_rejects_bad_overrides_in_one_line(capsys, argv, message):
 def test_bench_rejects_a_bad_environment_override_before_measuring(capsys, monkeypatch):
     monkeypatch.setenv("LENET_CPU_GHZ", "fast")
     assert main(["bench", "--repeats", "1"]) == 2
-    assert capsys.readouterr().err == ("lenet bench: error: LENET_CPU_GHZ='fast': must be a positive number; "
-                                       "give --cpu-ghz or LENET_CPU_GHZ a positive value\n")
+    assert capsys.readouterr().err == ("lenet bench: error: LENET_CPU_GHZ='fast': must be a finite positive number; "
+                                       "give --cpu-ghz or LENET_CPU_GHZ a finite positive number\n")

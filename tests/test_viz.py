@@ -93,3 +93,23 @@ def test_viz_errors(tmp_path, capsys):
     assert "unknown figure(s) nonsense" in capsys.readouterr().err
     assert main(["viz", "--only", "features", "--index", "10000", "--out", str(tmp_path)]) == 2
     assert "--index must be between 0 and 9999" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-5"])
+def test_viz_limit_must_be_a_positive_integer(tmp_path, capsys, limit):
+    # were an empty figure (0) and all but the last five misclassified digits (-5, Python's slicing), exit 0
+    out = tmp_path / "figures"
+    assert main(["viz", "--only", "misclassified", f"--limit={limit}", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("lenet viz: error: --limit must be a positive integer (the most "
+                                       f"misclassified digits shown), got {limit}\n")
+    assert not out.exists()  # refused before any work
+
+
+@pytest.mark.parametrize("limit", [0, -5, 2.5, True])
+def test_misclassified_refuses_a_limit_that_is_not_a_positive_integer(tmp_path, limit):
+    images, labels = torch.zeros(4, 28, 28, dtype=torch.uint8), torch.tensor([1, 2, 3, 4])
+    with pytest.raises(ConfigError) as error:
+        viz.misclassified(get_model("seed"), images, labels, tmp_path / "m.png", limit=limit)
+    assert str(error.value) == ("limit must be a positive integer (the most misclassified digits shown), "
+                                f"got {limit!r}")
+    assert not list(tmp_path.iterdir())

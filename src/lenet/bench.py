@@ -33,13 +33,16 @@ from typing import Any
 import torch
 
 from .data import MNIST_FILES, SHIPPED_MNIST, Split
+from .errors import ConfigError
 from .hardware import Cpu, detect_cpu
 from .inference import pick_device, predict_split, resolve_precision, to_input
 from .models import get_model
 from .models.summary import NetworkFlops, flops_per_image
-from .trainer.config import make_config
-from .trainer.engine import training_network
+from .trainer.config import MAX_EPOCHS, make_config
+from .trainer.engine import train_size_problem, training_network
 from .trainer.loop import fit
+
+MNIST_TRAIN_IMAGES = MNIST_FILES["train_images"].count
 
 
 @dataclass
@@ -123,7 +126,7 @@ def bench_tutorial(steps: int, repeats: int, warmup_steps: int = 20) -> list[flo
 def bench_lenet(epochs: int, train_size: int | None, **options: Any) -> tuple[list[float], float, int]:
     """Per-epoch training images/s of `fit` itself (the first epoch is the warm-up and is left out), the
     warm-up's seconds, and the thread count most of the timed epochs used."""
-    val_size = 60000 - train_size if train_size else 0  # a smaller training set for quick checks (tests)
+    val_size = MNIST_TRAIN_IMAGES - train_size if train_size else 0  # a smaller training set for quick checks
     cfg = make_config(epochs=epochs + 1, log_every=0, val_size=val_size, **options)
     result = fit(cfg, stream=io.StringIO(), progress_bar=False)
     timed = result.history[1:]
@@ -179,6 +182,7 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
     """Measure everything; `repeats` samples per number (lenet: `epochs` timed epochs, default `repeats`).
     torch's thread count is set for each side and restored at the end. `fma_units` / `cpu_ghz` override
     the CPU detection (hardware.detect_cpu)."""
+    check_lenet_side(repeats, epochs, train_size)
     dev = pick_device(device)
     precision = resolve_precision(precision, dev)
     cpu = detect_cpu(fma_units=fma_units, ghz=cpu_ghz)  # first: a bad override fails before the measuring
@@ -218,6 +222,19 @@ def run_bench(*, repeats: int = 5, tutorial_steps: int = 200, epochs: int | None
                        inference_precision=precision, inference_fp32_images_per_s=statistics.median(inference_fp32),
                        cpu=cpu.to_dict(), peak_gflops=cpu.peak_gflops, flops_per_image=flop_counts(flops),
                        achieved_gflops=achieved, fraction_of_peak=None if peak is None else achieved / peak)
+
+
+def check_lenet_side(repeats: int, epochs: int | None, train_size: int | None) -> None:
+    """ConfigError, before anything is measured, for a lenet side that `fit` would refuse only after the
+    tutorial's side has run, and then by the values bench derives (--val-size, the warm-up epoch added), not
+    by the flag the user gave."""
+    if train_size is not None and train_size > MNIST_TRAIN_IMAGES:
+        raise ConfigError(train_size_problem(train_size, MNIST_TRAIN_IMAGES, zero_means_all=False))
+    timed = epochs or repeats
+    if timed >= MAX_EPOCHS:
+        flag = "--epochs" if epochs else "--repeats"  # without --epochs, --repeats is lenet's timed epochs
+        raise ConfigError(f"{flag} {timed}: lenet trains at most {MAX_EPOCHS:,} epochs, its warm-up epoch included; "
+                          f"give {flag} {MAX_EPOCHS - 1} or less")
 
 
 def flop_counts(flops: NetworkFlops) -> dict[str, int]:

@@ -52,7 +52,6 @@ SCHEMA = "lenet-weights"
 SCHEMA_VERSION = 2  # 1 was the run-folder sidecar of "lenet-checkpoint"; see _from_v1
 WEIGHTS_NAME, SIDECAR_NAME, RESUME_NAME = "model.safetensors", "model.json", "resume.safetensors"
 METRICS_NAME = "metrics.jsonl"
-COMMITTEE_MANIFEST_NAME = "committee.json"  # a committee folder's manifest (lenet.committee)
 # A run folder's files that live in its generations; DIR/NAME links to checkpoint/NAME.
 RUN_FILES = (WEIGHTS_NAME, SIDECAR_NAME, RESUME_NAME, METRICS_NAME)
 CURRENT_LINK, GENERATION_PREFIX = "checkpoint", "ckpt-"

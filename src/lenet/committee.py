@@ -47,8 +47,8 @@ from .checkpoint import SIDECAR_NAME, WEIGHTS_NAME, WeightsRecord
 from .data import Split
 from .errors import CheckpointError, ConfigError
 from .inference import to_input
+from .shipped import MANIFEST_NAME
 
-MANIFEST_NAME = checkpoint.COMMITTEE_MANIFEST_NAME
 SCHEMA = "lenet-committee"
 SCHEMA_VERSION = 1
 MODEL_NAME = "committee"  # the `model` of a committee's record and the `model_name` of its module

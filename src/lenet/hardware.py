@@ -24,6 +24,7 @@ This module imports no torch.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field
@@ -171,18 +172,22 @@ def physical_cores(cpus: set[int], sys_cpu: Path = SYS_CPU) -> tuple[int, str]:
     return len(groups), f"os.sched_getaffinity: {len(groups)} physical cores (topology/thread_siblings_list){smt}"
 
 
-def _override(value: float | None, env: str, environ: dict[str, str] | os._Environ, flag: str) -> float | None:
-    """The flag's value, else the environment variable's, else None; ConfigError unless positive."""
+def _override(value: float | None, env: str, environ: dict[str, str] | os._Environ, flag: str,
+              kind: str = "number") -> float | None:
+    """The flag's value, else the environment variable's, else None; ConfigError unless a finite positive
+    number (`kind` "integer": a positive integer; "2.5" is refused, not truncated)."""
     text = str(value) if value is not None else environ.get(env)
     if text is None:
         return None
     try:
-        number = float(text)
+        number = int(text) if kind == "integer" else float(text)
     except ValueError:
-        number = 0.0
-    if number <= 0:
+        number = 0
+    # `not number > 0`, not `number <= 0`: NaN fails every comparison and must be refused like 0
+    if not number > 0 or number == math.inf:
         where = f"{flag} {text}" if value is not None else f"{env}={text!r}"
-        raise ConfigError(f"{where}: must be a positive number; give {flag} or {env} a positive value")
+        what = "a positive integer" if kind == "integer" else "a finite positive number"
+        raise ConfigError(f"{where}: must be {what}; give {flag} or {env} {what}")
     return number
 
 
@@ -212,7 +217,7 @@ def detect_cpu(*, fma_units: int | None = None, ghz: float | None = None, cpuinf
     how["vector_bits"] = f"/proc/cpuinfo flags: {'avx512f' if bits == 512 else 'avx2' if bits == 256 else 'no avx2'}"
     units, datapath, why = fma_datapath(info, flags)
     how["fma"] = f"table: {why}"
-    override = _override(fma_units, FMA_UNITS_ENV, environ, "--fma-units")
+    override = _override(fma_units, FMA_UNITS_ENV, environ, "--fma-units", "integer")
     if override is not None:
         units, how["fma"] = int(override), f"given ({int(override)} units of {datapath} bits); table said: {why}"
     allowed = cpus if cpus is not None else (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")

@@ -23,8 +23,8 @@ import numpy as np
 from ._io import read_json_object
 from ._paths import check_regular_file
 from .errors import CheckpointError
+from .shipped import WEIGHTS_DIR
 
-WEIGHTS_DIR = Path(__file__).parent / "models" / "weights"
 # The network a command uses when given neither --model nor --checkpoint (lenet.weights re-exports it).
 DEFAULT_NETWORK = "seed"
 SIDE, NUM_CLASSES = 28, 10

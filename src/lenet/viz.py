@@ -146,7 +146,10 @@ def confusion_matrix(confusion: list[list[int]], out: str | os.PathLike, title: 
 
 def misclassified(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, out: str | os.PathLike,
                   limit: int = 100, columns: int = 10) -> Path:
-    """A grid of the misclassified digits, 'true -> predicted (probability)', in test-set order."""
+    """A grid of the misclassified digits, 'true -> predicted (probability)', in test-set order; at most `limit`
+    of them (a positive integer: 0 would draw none, and -5 all but the last five)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        raise ConfigError(f"limit must be a positive integer (the most misclassified digits shown), got {limit!r}")
     plt = _pyplot()
     probs = probabilities(model, images)
     predicted = probs.argmax(1)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, committee
+from . import checkpoint, committee, shipped
 from ._paths import check_regular_file
 from .checkpoint import WeightsRecord
 from .errors import CheckpointError, ConfigError
@@ -56,10 +56,7 @@ def is_name(source: Source) -> bool:
 def shipped_committees() -> list[str]:
     """Names of the committees shipped with lenet ("modern-committee"): the folders of WEIGHTS_DIR that hold a
     committee.json. A network's name is never one (networks come first)."""
-    if not WEIGHTS_DIR.is_dir():
-        return []
-    return sorted(p.name for p in WEIGHTS_DIR.iterdir()
-                  if (p / committee.MANIFEST_NAME).is_file() and p.name not in list_models())
+    return shipped.committees(WEIGHTS_DIR)
 
 
 def resolve(source: Source) -> Path:
@@ -149,7 +146,7 @@ def _committee_folder(source: Source) -> Path | None:
 def list_shipped() -> list[WeightsRecord]:
     """The records of the weights shipped with lenet, one per registered network that has them, in
     registration order, then those of the shipped committees."""
-    networks = [read_record(name) for name in list_models() if (WEIGHTS_DIR / f"{name}.safetensors").is_file()]
+    networks = [read_record(name) for name in shipped.networks(WEIGHTS_DIR)]
     return networks + [read_record(name) for name in shipped_committees()]
 
 

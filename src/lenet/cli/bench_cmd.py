@@ -10,6 +10,10 @@ from .flags import add_train_arguments, train_options
 # that still trains to 99% (benchmarks/README.md), and bf16 where the CPU's matrix units (AMX) compute it.
 ENGINE_DEFAULTS = {"batch_size": 1024, "precision": "auto", "compile": False, "kernels": "auto", "device": "auto"}
 ENGINE_FLAGS = [*ENGINE_DEFAULTS, "threads"]  # `--epochs` is bench's own: timed epochs
+# train's text speaks of --deterministic, which bench has not; here the flag also sets the tutorial's threads
+ENGINE_HELPS = {"threads": "CPU threads of both sides, pinned; default: the tutorial runs at torch's default "
+                           "count, as its script does, and lenet's engine adapts its count during the run by "
+                           "timing its steps at 1..cores threads (the output gives both counts)"}
 
 
 def add_parser(subparsers) -> None:
@@ -31,7 +35,7 @@ def add_parser(subparsers) -> None:
                    help="timed lenet epochs after the warm-up epoch (default: --repeats)")
     p.add_argument("--train-size", type=int, metavar="N", help="train lenet on N images only (quick checks)")
     engine = p.add_argument_group("lenet's engine (the flags of `lenet train`; --threads applies to both sides)")
-    add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS)
+    add_train_arguments(engine, ENGINE_FLAGS, defaults=ENGINE_DEFAULTS, helps=ENGINE_HELPS)
     p.add_argument("--inference-batch", type=int, default=10000, metavar="N", help="default 10000")
     cpu = p.add_argument_group("the CPU's peak (detected; these override)")
     cpu.add_argument("--fma-units", type=int, metavar="N",
@@ -47,14 +51,9 @@ def run_bench(args: argparse.Namespace) -> int:
     import json
 
     from ..bench import format_result, run_bench
-    from ..errors import ConfigError
     from ..trainer.config import check_run, make_config
 
-    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch", "fma_units", "cpu_ghz"):
-        value = getattr(args, name)
-        if value is not None and value <= 0:
-            kind = "number" if name == "cpu_ghz" else "integer"
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive {kind}, got {value}")
+    _check_counts(args)
     engine = train_options(args, ENGINE_FLAGS)
     check_run(make_config(**engine))  # every bad engine flag in one line, before the minutes of measuring start
     result = run_bench(repeats=args.repeats, tutorial_steps=args.tutorial_steps, epochs=args.epochs,
@@ -62,3 +61,18 @@ def run_bench(args: argparse.Namespace) -> int:
                        fma_units=args.fma_units, cpu_ghz=args.cpu_ghz, **engine)
     print(json.dumps(result.to_dict()) if args.json else format_result(result))
     return 0
+
+
+def _check_counts(args: argparse.Namespace) -> None:
+    """ConfigError for a count that is not positive, or a --cpu-ghz that is not a finite positive number."""
+    import math
+
+    from ..errors import ConfigError
+
+    for name in ("repeats", "tutorial_steps", "epochs", "train_size", "inference_batch", "fma_units"):
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    # `not ... > 0`, not `<= 0`: NaN fails every comparison and must be refused like 0
+    if args.cpu_ghz is not None and not (args.cpu_ghz > 0 and math.isfinite(args.cpu_ghz)):
+        raise ConfigError(f"--cpu-ghz must be a finite positive number, got {args.cpu_ghz}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..models import list_models
+from .. import shipped
 
 
 def add_parser(subparsers) -> None:
@@ -14,10 +14,7 @@ def add_parser(subparsers) -> None:
         description="Evaluate a checkpoint on a test set: accuracy, per-class accuracy, confusion matrix.",
         epilog="example:\n  lenet eval runs/seed\n  lenet eval runs/seed/model.safetensors --json",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", metavar="CHECKPOINT",
-                   help="a folder written by `lenet train --out` or its model.safetensors, or the name of a "
-                        f"registered network for the weights shipped with lenet ({', '.join(list_models())}); a name "
-                        "never means a path: write ./seed for a folder called seed")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help=checkpoint_help())
     p.add_argument("--model", help="refuse the checkpoint unless it holds this network")
     p.add_argument("--dataset", help="default: the dataset the checkpoint was trained on")
     p.add_argument("--data-root", metavar="DIR", help="torchvision-layout folder with DATASET/raw/")
@@ -31,6 +28,16 @@ def add_parser(subparsers) -> None:
                         "same ones: --val-seed), for choosing without looking at the test set")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=run_eval)
+
+
+def checkpoint_help() -> str:
+    """What CHECKPOINT accepts, the shipped names read from the weights folder (a new one is listed as shipped)."""
+    names = [f"networks: {', '.join(shipped.networks())}"]
+    if shipped.committees():
+        names.append(f"committees: {', '.join(shipped.committees())}")
+    return ("a folder written by `lenet train --out` or its model.safetensors, a committee folder (`lenet committee "
+            f"build`), or the name of weights shipped with lenet ({'; '.join(names)}); a name never means a path: "
+            "write ./seed for a folder called seed")
 
 
 def _images(args: argparse.Namespace, record):

@@ -4,6 +4,8 @@ lenet/trainer/config.py and the registries, so `lenet train --help` cannot drift
     add_train_arguments(parser)      every flag of `lenet train`
     add_train_arguments(parser, ["batch_size", "precision"], defaults={"batch_size": 1024})
                                      some of them, with the caller's defaults (lenet bench, benchmarks/)
+                                     (and helps={"threads": ...}: the caller's text, where the flag does
+                                     something else there)
     train_options(parser.parse_args())
                                      keyword arguments for `lenet.train(...)` (and train_options(args, FIELDS)
                                      for a subset)
@@ -38,10 +40,10 @@ def _shown(value: Any) -> str:
     return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
-def field_help(f: dataclasses.Field, default: Any = dataclasses.MISSING) -> str:
-    """The help of `f`'s flag: its text, what each choice is, and its default (and the networks' own, unless
-    the caller replaced the default)."""
-    parts = [f.metadata["help"]]
+def field_help(f: dataclasses.Field, default: Any = dataclasses.MISSING, text: str | None = None) -> str:
+    """The help of `f`'s flag: its text (or the caller's `text`), what each choice is, and its default (and the
+    networks' own, unless the caller replaced the default)."""
+    parts = [f.metadata["help"] if text is None else text]
     described = choice_descriptions(f)
     if described:
         parts.append("; ".join(f"{name}: {text}" for name, text in described.items()))
@@ -58,9 +60,10 @@ def field_help(f: dataclasses.Field, default: Any = dataclasses.MISSING) -> str:
     return text.replace("%", "%%")  # argparse %-formats help texts
 
 
-def _add_field(container: Any, f: dataclasses.Field, default: Any = dataclasses.MISSING) -> None:
+def _add_field(container: Any, f: dataclasses.Field, default: Any = dataclasses.MISSING,
+               text: str | None = None) -> None:
     meta = f.metadata
-    kwargs: dict[str, Any] = {"help": field_help(f, default),
+    kwargs: dict[str, Any] = {"help": field_help(f, default, text),
                               "default": None if default is dataclasses.MISSING else default}
     if meta["type"] is bool:
         kwargs["action"] = "store_true"
@@ -77,24 +80,25 @@ def _add_field(container: Any, f: dataclasses.Field, default: Any = dataclasses.
 
 
 def add_train_arguments(parser: argparse.ArgumentParser | Any, fields: Iterable[str] | None = None,
-                        defaults: Mapping[str, Any] | None = None) -> None:
+                        defaults: Mapping[str, Any] | None = None, helps: Mapping[str, str] | None = None) -> None:
     """Add training flags to `parser`: all of `lenet train`'s (in groups, with --recipe, --distort, --resume and
     --no-progress) when `fields` is None, else the flags of those TrainConfig fields. `defaults` replaces
-    TrainConfig's default of a flag (and the help shows it); other flags default to None."""
-    defaults = dict(defaults or {})
+    TrainConfig's default of a flag (and the help shows it); other flags default to None. `helps` replaces a
+    flag's text, for a caller where it means more or less than in `lenet train`."""
+    defaults, helps = dict(defaults or {}), dict(helps or {})
     by_name = {f.name: f for f in flag_fields()}
     if fields is not None:
         unknown = [name for name in fields if name not in by_name]
         if unknown:
             raise ValueError(f"no training flag for {', '.join(unknown)}")
         for name in fields:
-            _add_field(parser, by_name[name], defaults.get(name, dataclasses.MISSING))
+            _add_field(parser, by_name[name], defaults.get(name, dataclasses.MISSING), helps.get(name))
         return
     groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
     groups["what"].add_argument("--recipe", metavar="{" + ",".join(RECIPES) + "}",
                                 help="a named set of values over the defaults; flags still override them")
     for f in by_name.values():
-        _add_field(groups[f.metadata["group"]], f, defaults.get(f.name, dataclasses.MISSING))
+        _add_field(groups[f.metadata["group"]], f, defaults.get(f.name, dataclasses.MISSING), helps.get(f.name))
         if f.name == "augment":
             groups["how"].add_argument("--distort", action="store_true",
                                        help="the paper's random planar affine distortions (= --augment affine)")

@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = [f for f in only if f not in FIGURES]
     if unknown:
         raise ConfigError(f"unknown figure(s) {', '.join(unknown)} in --only; available: {', '.join(FIGURES)}")
+    if args.limit <= 0:  # 0 would draw an empty grid, and -5 all but the last 5 (Python's slicing)
+        raise ConfigError(f"--limit must be a positive integer (the most misclassified digits shown), "
+                          f"got {args.limit}")
     check_output_folder(args.out, "--out")
     model, source, history = _network(args)
     name, out, test = model.model_name, Path(args.out), load_dataset("mnist").test

@@ -125,6 +125,15 @@ def _recipe_value(cfg: TrainConfig, field: str) -> str:
     return ""
 
 
+def train_size_problem(train_size: int, available: int, val_size: int = 0, note: str = "",
+                       zero_means_all: bool = True) -> str:
+    """Why --train-size N cannot be: there are only `available` training images (`lenet train`, `lenet bench`;
+    bench has no --train-size 0)."""
+    return (f"--train-size {train_size}{note} is more than the {available} training images"
+            + (f" left after --val-size {val_size}" if val_size else "")
+            + f"; give --train-size {available} or less" + (" (0: all of them)" if zero_means_all else ""))
+
+
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The builder arguments `cfg` sets (the network's own defaults for the rest)."""
     given = {"init": cfg.init, "digit_width": cfg.digit_width}
@@ -139,10 +148,8 @@ def build_engine(cfg: TrainConfig, device: torch.device, command: str | None = N
     train = data.train.to(device)
     if cfg.train_size:
         if cfg.train_size > len(train):
-            raise ConfigError(f"--train-size {cfg.train_size}{_recipe_value(cfg, 'train_size')} is more than the "
-                              f"{len(train)} training images"
-                              + (f" left after --val-size {cfg.val_size}" if cfg.val_size else "")
-                              + f"; give --train-size {len(train)} or less (0: all of them)")
+            raise ConfigError(train_size_problem(cfg.train_size, len(train), cfg.val_size,
+                                                 _recipe_value(cfg, "train_size")))
         train = Split(train.images[:cfg.train_size], train.labels[:cfg.train_size])
     model = get_model(cfg.model, **model_kwargs(cfg)).to(device)
     if channels_last:

@@ -37,7 +37,6 @@ from typing import Any
 
 from .._io import atomic_write, crash_point, fsync_path, read_json_object, write_durable
 from ..checkpoint import (
-    COMMITTEE_MANIFEST_NAME,
     CURRENT_LINK,
     GENERATION_PREFIX,
     RUN_FILES,
@@ -45,6 +44,7 @@ from ..checkpoint import (
     current_generation,
 )
 from ..errors import CheckpointError, ConfigError
+from ..shipped import MANIFEST_NAME as COMMITTEE_MANIFEST_NAME
 from .config import TrainConfig, config_from_dict
 
 LOCK_NAME, CONFIG_NAME = ".lock", "config.json"
