@@ -183,7 +183,7 @@ def test_a_mid_epoch_state_counts_the_epoch_it_is_in():
         _check_epochs_left(Path("run"), 1, Position(1, 5))
 
 
-@pytest.mark.parametrize("damage", ["empty", "truncated", "random", "not lenet", "progress"])
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random", "not lenet", "progress", "one bit"])
 def test_a_damaged_resume_state_is_one_line(finished, tmp_path, capsys, damage):
     folder = copy_run(finished[0], tmp_path / "run")
     resume = checkpoint.run_file(folder, "resume.safetensors")
@@ -192,11 +192,17 @@ def test_a_damaged_resume_state_is_one_line(finished, tmp_path, capsys, damage):
         state = checkpoint.load_tensors(data)
         header = checkpoint.read_header(resume)
         data = checkpoint.safetensors_bytes(state, {**header, "progress": "{not json"})
+    flipped = bytearray(data)
+    flipped[-100] ^= 1  # one bit of a tensor: a valid file, with a weight or a moment changed
     damaged = {"empty": b"", "truncated": data[:len(data) // 2], "random": os.urandom(4096),
-               "not lenet": checkpoint.safetensors_bytes({"w": torch.zeros(2)}, {}), "progress": data}[damage]
+               "not lenet": checkpoint.safetensors_bytes({"w": torch.zeros(2)}, {}), "progress": data,
+               "one bit": bytes(flipped)}[damage]
     resume.write_bytes(damaged)
     line = one_line_error(capsys, ["train", "--resume", str(folder)])
     assert line.startswith(f"lenet train: error: {resume}")
+    if damage == "one bit":
+        assert line.endswith("does not match the SHA-256 its header records for its tensors: the file was changed "
+                             "or damaged; restore the run folder from a copy, or start the run again with --overwrite")
 
 
 def test_a_damaged_config_json_is_one_line(finished, tmp_path, capsys):

@@ -427,8 +427,42 @@ def training_state_bytes(model: nn.Module, optimizer: torch.optim.Optimizer, pro
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         out["rng.cuda"] = torch.cuda.get_rng_state()
     out.update({f"extra.{k}": v.detach().to("cpu").contiguous().clone() for k, v in (tensors or {}).items()})
-    extra = {"progress": progress, "optimizer_groups": opt_state["param_groups"], "optimizer_scalars": scalars}
-    return safetensors_bytes(out, _header(model.model_name, getattr(model, "model_kwargs", {}), extra))
+    extra = {"progress": progress, "optimizer_groups": opt_state["param_groups"], "optimizer_scalars": scalars,
+             "payload_sha256": _PAYLOAD_PLACEHOLDER}
+    return _with_payload_digest(safetensors_bytes(out, _header(model.model_name, getattr(model, "model_kwargs", {}),
+                                                               extra)))
+
+
+# resume.safetensors records the SHA-256 of its tensor bytes in its own header, so that a resume refuses a
+# changed or damaged state as loading refuses changed weights (whose SHA-256 model.json records). The header is
+# written with this placeholder first: the digest has its length, so the tensors' offsets do not move.
+_PAYLOAD_PLACEHOLDER = "0" * 64
+
+
+def _payload(data: bytes) -> tuple[bytes, bytes]:
+    """(the header, the tensor bytes) of a safetensors file's bytes."""
+    size = int.from_bytes(data[:8], "little")
+    return data[8:8 + size], data[8 + size:]
+
+
+def _with_payload_digest(data: bytes) -> bytes:
+    header, payload = _payload(data)
+    digest = hashlib.sha256(payload).hexdigest()
+    filled = header.replace(_PAYLOAD_PLACEHOLDER.encode(), digest.encode(), 1)
+    if filled == header:
+        raise RuntimeError("resume.safetensors: the header lost its digest placeholder")  # a bug, not bad input
+    return data[:8] + filled + payload
+
+
+def _check_payload(path: Path, data: bytes, header: dict[str, str]) -> None:
+    """Refuse a resume state whose tensor bytes do not match the SHA-256 its header records (states written
+    before lenet recorded it have none, and are read unchecked)."""
+    if "payload_sha256" not in header:
+        return
+    if json.dumps(hashlib.sha256(_payload(data)[1]).hexdigest()) != header["payload_sha256"]:  # a JSON string
+        raise CheckpointError(f"{path} does not match the SHA-256 its header records for its tensors: the file was "
+                              "changed or damaged; restore the run folder from a copy, or start the run again with "
+                              "--overwrite")
 
 
 def load_training_state(folder: str | os.PathLike, model: nn.Module,
@@ -448,9 +482,11 @@ def restore_training_state(folder: str | os.PathLike, model: nn.Module, optimize
     if header.get("model") != model.model_name:
         raise CheckpointError(f"{path} holds a {header.get('model')!r} run, not {model.model_name!r}")
     try:
-        tensors = load_tensors(path.read_bytes())
+        data = path.read_bytes()
+        tensors = load_tensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
+    _check_payload(path, data, header)
     try:
         progress = json.loads(header["progress"])
         if not isinstance(progress, dict) or not isinstance(progress.get("epoch"), int):
