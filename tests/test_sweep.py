@@ -129,6 +129,90 @@ def test_a_damaged_sweep_json_is_refused_in_one_line(tmp_path, capsys, content, 
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
 
 
+QUICK = ["--seed", "0", "--epochs", "1", "--train-size", "500"]
+
+
+def files_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_in_one_line(tmp_path, capsys):
+    a_file = tmp_path / "F"
+    a_file.write_text("")
+    sweep_dir = tmp_path / "sweep"
+    sweep_dir.mkdir()
+    (sweep_dir / "sweep.json").write_text("{}")
+    before = files_under(tmp_path)
+    for argv in (["sweep", *QUICK], ["sweep", "report", str(sweep_dir)]):
+        assert main([*argv, "--out", str(a_file)]) == 2
+        assert capsys.readouterr().err == (f"lenet sweep: error: --out {a_file} is a regular file, not a folder: give "
+                                           f"a folder (it is created if missing)\n")
+        assert main([*argv, "--out", "/proc/x"]) == 2
+        assert capsys.readouterr().err == ("lenet sweep: error: --out /proc/x cannot be written: no file can be made "
+                                           "in /proc, the nearest folder of it that exists (No such file or "
+                                           "directory)\n")
+    assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--val-size", "60000", *QUICK], "--val-size must be between 0 and 59999, got 60000"),
+    (["--val-size", "500,60000", *QUICK],
+     "--val-size must be between 0 and 59999, got 60000 (in the configuration val_size=60000)"),
+    (["--val-size", "500", "--train-size", "1000,59501", "--epochs", "1"],
+     "--train-size 59501 is more than the 59500 training images left after --val-size 500; give --train-size "
+     "59500 or less (0: all of them) (in the configuration train_size=59501)"),
+    (["--seed", "0,1,-1", "--epochs", "1", "--train-size", "500"],
+     "seed must not be negative, got -1 (in the configuration seed=-1)"),
+    (["--lr", "1e-3,3e-3", "--seed", "0-2", "--epochs", "1", "--model", "classic,nonet"],
+     "unknown model 'nonet' (available: seed, classic, modern) (in the configuration model=nonet lr=0.001 seed=0)"),
+    (["--data-root", "/no/such/root", *QUICK],
+     "data root /no/such/root does not exist; point --data-root at a folder holding MNIST/raw/"),
+])
+def test_every_training_of_the_grid_is_checked_before_anything_is_created(tmp_path, capsys, flags, message):
+    out = tmp_path / "sw" / "y"
+    assert main(["sweep", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lenet sweep: error: {message}\n"
+    assert not (tmp_path / "sw").exists()
+
+
+def test_threads_and_workers_are_capped_by_the_cores(tmp_path, capsys):
+    from lenet.trainer.config import usable_cores
+
+    cores = usable_cores()
+    cap, plural = 4 * cores, "s" if cores > 1 else ""
+    out = tmp_path / "sweep"
+    assert main(["sweep", *QUICK, "--workers", str(cap + 1), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"lenet sweep: error: --workers must be at most {cap} (4 x the {cores} "
+                                       f"core{plural} this process may use; more trainings at once than that only "
+                                       f"wait for each other), got {cap + 1}\n")
+    assert main(["sweep", *QUICK, "--threads", str(cap + 1), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"lenet sweep: error: threads must be at most {cap} (4 x the {cores} "
+                                       f"core{plural} this process may use; more threads than cores only wait for "
+                                       f"each other), got {cap + 1}\n")
+    assert not out.exists()
+
+
+def test_a_storage_that_cannot_be_opened_leaves_nothing_behind(tmp_path, capsys):
+    fresh, existing = tmp_path / "new" / "sweep", tmp_path / "existing"
+    existing.mkdir()
+    for out in (fresh, existing):
+        assert main(["sweep", *QUICK, "--storage", "bogus://x", "--out", str(out)]) == 2
+        assert capsys.readouterr().err == ("lenet sweep: error: cannot reach the study storage bogus://x: Can't load "
+                                           "plugin: sqlalchemy.dialects:bogus\n")
+    assert files_under(tmp_path) == ["existing"]
+
+
+def test_a_huge_range_is_refused_at_once(tmp_path, capsys):
+    t0 = time.perf_counter()
+    assert main(["sweep", "--seed", "0-1000000", "--out", str(tmp_path / "sweep")]) == 2
+    assert capsys.readouterr().err == ("lenet sweep: error: --seed: the range 0-1000000 has 1,000,001 values; a "
+                                       "sweep runs at most 10,000 trainings\n")
+    assert parse_values("seed", "0-9999,10000") == list(range(10001))  # a long list is checked in linear time
+    assert time.perf_counter() - t0 < 3
+    assert not (tmp_path / "sweep").exists()
+
+
 # --- real sweeps -----------------------------------------------------------------------------------------------
 
 def recorded_metrics(run_dir: Path) -> dict:
@@ -202,6 +286,11 @@ def test_local_sweep_two_workers_then_again_trains_nothing(tmp_path, capsys):
     assert {run: (run / "model.safetensors").stat().st_mtime_ns for run in runs} == stamps
     assert len(study_trials(folder)) == 4
 
+    a_file = tmp_path / "F"
+    a_file.write_text("")
+    assert main(["sweep", "report", str(folder), "--out", str(a_file)]) == 2
+    assert capsys.readouterr().err == (f"lenet sweep: error: --out {a_file} is a regular file, not a folder: give a "
+                                       f"folder (it is created if missing)\n")
     assert main(["sweep", "--seed", "0-2", "--out", str(folder)]) == 2  # another sweep in the same folder
     assert "holds another sweep (it differs in: fixed, lists, seeds)" in capsys.readouterr().err
 

@@ -38,8 +38,8 @@ from .hardware import Cpu, detect_cpu
 from .inference import pick_device, predict_split, resolve_precision, to_input
 from .models import get_model
 from .models.summary import NetworkFlops, flops_per_image
-from .trainer.config import MAX_EPOCHS, make_config
-from .trainer.engine import train_size_problem, training_network
+from .trainer.config import MAX_EPOCHS, make_config, train_size_problem
+from .trainer.engine import training_network
 from .trainer.loop import fit
 
 MNIST_TRAIN_IMAGES = MNIST_FILES["train_images"].count

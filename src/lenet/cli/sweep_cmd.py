@@ -153,8 +153,13 @@ def run_report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from .._paths import check_output_folder
     from ..sweep.report import collect, collect_from_study, format_table, write_report
 
+    if args.out:
+        check_output_folder(args.out, "--out")
+    elif args.dir and "://" in args.source:  # the report goes into the sweep folder given
+        check_output_folder(args.dir, "--dir")
     if "://" in args.source:
         runs = collect_from_study(args.source, args.study or "sweep", args.dir)
         report = write_report(args.dir or ".", runs, out_dir=args.out or args.dir or ".")

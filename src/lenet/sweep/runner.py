@@ -16,16 +16,22 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import optuna
+
 from .._io import atomic_write_json, read_json_object
+from .._paths import check_output_folder
 from ..errors import ConfigError, Terminated
-from ..trainer.config import usable_cores
+from ..trainer.config import THREADS_PER_CORE, usable_cores
 from .report import SWEEP_FILE, format_table, write_report
 from .spec import SweepSpec, differences
 from .study import StudyRef, counts, enqueue_missing, held_identity, open_study, sqlite_url
@@ -43,13 +49,27 @@ class SweepOutcome:
     seconds: float
 
 
+def check_workers(workers: int) -> None:
+    """At least one worker, and at most as many as `lenet train --threads` may have threads: each worker runs at
+    least one thread, and threads beyond the cores only wait for each other."""
+    cores = usable_cores()
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if workers > THREADS_PER_CORE * cores:
+        raise ConfigError(f"--workers must be at most {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} x the {cores} "
+                          f"core{'s' if cores > 1 else ''} this process may use; more trainings at once than that "
+                          f"only wait for each other), got {workers}")
+
+
 def threads_per_worker(workers: int, threads: int | None) -> int:
     """--threads if given, else the cores split evenly between the workers (at least one each)."""
     return threads or max(1, usable_cores() // workers)
 
 
-def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> None:
-    """Write sweep.json, or check that the one there describes the same sweep and study."""
+def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> optuna.Study:
+    """Open (or create) the study and write sweep.json; a sweep.json already there must describe the same sweep
+    and study. Returns the study. Nothing is written when the study cannot be opened: a folder made here for it
+    (the local study.db lives in it) is removed again."""
     path = folder / SWEEP_FILE
     if path.is_file():
         held, identity = _held_sweep(path)
@@ -59,9 +79,27 @@ def prepare_folder(folder: Path, spec: SweepSpec, ref: StudyRef) -> None:
         if changed:
             raise ConfigError(f"{folder} holds another sweep (it differs in: {', '.join(changed)}): give the same "
                               f"options to continue it, or another --out")
-    folder.mkdir(parents=True, exist_ok=True)
+    with _removed_on_error(folder):
+        opened = open_study(ref, spec)
     atomic_write_json(path, {"study": ref.name, "storage": ref.shown_url(), "local_storage": ref.url.startswith(
         "sqlite"), "spec": spec.to_dict()})
+    return opened
+
+
+@contextmanager
+def _removed_on_error(folder: Path) -> Iterator[None]:
+    """Make `folder` (and its missing parents) for the block; if the block fails, remove what was made here."""
+    first_new = None
+    existing = folder.absolute()
+    while not os.path.lexists(existing) and existing != existing.parent:
+        first_new, existing = existing, existing.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if first_new is not None:
+            shutil.rmtree(first_new, ignore_errors=True)
+        raise
 
 
 def _held_sweep(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -80,17 +118,15 @@ def run_sweep(spec: SweepSpec, folder: str | Path, *, storage: str | None = None
               stream: TextIO | None = None) -> SweepOutcome:
     """Run (or continue, or join) the sweep `spec`, with run folders under `folder`."""
     stream = stream or sys.stdout
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     if heartbeat < 1 or grace <= heartbeat:
         raise ConfigError(f"the grace period ({grace} s) must exceed the heartbeat interval ({heartbeat} s), "
                           f"which must be at least 1 s")
-    folder = Path(folder)
-    spec.check()
+    folder = check_output_folder(folder, "--out")
+    spec.check(threads)
     ref = StudyRef(storage or sqlite_url(folder), study or DEFAULT_STUDY, heartbeat, grace)
-    prepare_folder(folder, spec, ref)
     t0 = time.perf_counter()
-    opened = open_study(ref, spec)
+    opened = prepare_folder(folder, spec, ref)
     added = enqueue_missing(opened, spec)
     each = threads_per_worker(workers, threads)
     print(f"sweep {folder}: {spec.size} training(s) ({spec.size_text() if not spec.search else spec.search}), "

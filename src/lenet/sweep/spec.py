@@ -17,12 +17,13 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..trainer.config import config_fields, make_config
+from ..trainer.config import config_fields, known_split_problems, resolve_config
 
 # Settings that change how fast a run goes or what it prints, never what it learns: not part of a trial's
 # identity, so a trial keeps its run folder whatever machine or worker count runs it.
@@ -80,10 +81,13 @@ def parse_values(name: str, text: str) -> list[Any]:
             if low > high:
                 raise ConfigError(f"{flag(name)}: the range {item} is empty (write the lower bound first: "
                                   f"{high}-{low})")
+            if high - low + 1 + len(values) > GRID_LIMIT:  # refused before a list of them is made
+                raise ConfigError(f"{flag(name)}: the range {item} has {high - low + 1:,} values; a sweep runs at "
+                                  f"most {GRID_LIMIT:,} trainings")
             values.extend(range(low, high + 1))
         else:
             values.append(_convert(name, item))
-    repeated = sorted({str(v) for v in values if values.count(v) > 1})
+    repeated = sorted(str(v) for v, n in Counter(values).items() if n > 1)  # Counter: linear, a sweep's lists are long
     if repeated:
         raise ConfigError(f"{flag(name)}: {', '.join(repeated)} listed more than once in {text!r}")
     return values
@@ -253,16 +257,18 @@ class SweepSpec:
             for cell in cells:
                 yield {**cell, "seed": seed}
 
-    def check(self) -> None:
-        """Build every configuration of the grid once, so a bad value stops the sweep before it starts."""
+    def check(self, threads: int | None = None) -> None:
+        """Build every training of the grid as its trial will (with `threads`, --threads), so a bad value stops
+        the sweep before it starts; with --search, the options given (the sampled ones are in range)."""
         if self.search is not None:
-            make_config(resolve_auto=False, **{**self.fixed, "seed": self.seeds[0]})
+            check_trial({**self.fixed, "seed": self.seeds[0]}, threads)
             return
-        for options in itertools.islice(self.trials_of_grid(), len(self.cells())):
+        names = [*self.varying, "seed"] if len(self.seeds) > 1 else self.varying
+        for options in self.trials_of_grid():
             try:
-                make_config(resolve_auto=False, **options)
+                check_trial(options, threads)
             except ConfigError as e:
-                where = label(options, self.varying)
+                where = label(options, names)
                 raise ConfigError(f"{e}{' (in the configuration ' + where + ')' if where else ''}") from None
 
     def identity(self) -> dict[str, Any]:
@@ -284,6 +290,15 @@ class SweepSpec:
                    seeds=list(data["seeds"]), search=data["search"], trials=int(data.get("trials", 0)),
                    space=tuple(SpaceDim(d["name"], d["kind"], d["low"], d["high"], d["log"], tuple(d["choices"]))
                                for d in data["space"]))
+
+
+def check_trial(options: Mapping[str, Any], threads: int | None = None) -> None:
+    """ConfigError (or DataError) if a trial of `options` would be refused: its TrainConfig, this machine's
+    cores, --data-root, and the split sizes a dataset of known size allows."""
+    cfg = resolve_config(resolve_auto=False, **{**options, "threads": threads})  # "auto": no torch here
+    problems = known_split_problems(cfg)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 def differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:

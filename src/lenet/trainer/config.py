@@ -405,6 +405,43 @@ def _check_data_root(root: Path, dataset: str) -> None:
         check_output_folder(root, "--data-root")
 
 
+def recipe_note(cfg: TrainConfig, field: str) -> str:
+    """' (recipe R's)' when `cfg`'s recipe sets `field` to the value it has, for errors about a flag not typed."""
+    if cfg.recipe and get_recipe(cfg.recipe).get(field, object()) == getattr(cfg, field):
+        return f" (recipe {cfg.recipe}'s)"
+    return ""
+
+
+def split_problems(cfg: TrainConfig, train_images: int) -> list[str]:
+    """What --val-size and --train-size ask of a training split of `train_images` images that it cannot give
+    (empty: nothing). The trainer checks them once the data is loaded; a sweep, before its trials start."""
+    if not 0 <= cfg.val_size < train_images:
+        return [f"--val-size must be between 0 and {train_images - 1}, got {cfg.val_size}"]
+    left = train_images - cfg.val_size
+    if cfg.train_size > left:
+        return [train_size_problem(cfg.train_size, left, cfg.val_size, recipe_note(cfg, "train_size"))]
+    return []
+
+
+def train_size_problem(train_size: int, available: int, val_size: int = 0, note: str = "",
+                       zero_means_all: bool = True) -> str:
+    """Why --train-size N cannot be: there are only `available` training images (`lenet train`, `lenet sweep`,
+    `lenet bench`; bench has no --train-size 0)."""
+    return (f"--train-size {train_size}{note} is more than the {available} training images"
+            + (f" left after --val-size {val_size}" if val_size else "")
+            + f"; give --train-size {available} or less" + (" (0: all of them)" if zero_means_all else ""))
+
+
+def known_split_problems(cfg: TrainConfig) -> list[str]:
+    """`split_problems` where the training split's size is known without loading it: MNIST's (lenet verifies
+    its files). torchvision's datasets are checked when a training loads them."""
+    if cfg.dataset != "mnist":
+        return []
+    from ..idx import MNIST_FILES  # numpy: not for `lenet --help`
+
+    return split_problems(cfg, MNIST_FILES["train_images"].count)
+
+
 def network_defaults(model: str) -> dict[str, Any]:
     """The training defaults a network declares (empty for an unknown name: validation reports it)."""
     return dict(MODELS.entry(model).train_defaults) if isinstance(model, str) and model in MODELS else {}

@@ -25,8 +25,7 @@ from ..inference import precision_context
 from ..losses import LossFn, get_loss
 from ..models import get_model, matmul_form
 from ..optim import build_optimizer
-from ..recipes import get_recipe
-from .config import TrainConfig
+from .config import TrainConfig, split_problems
 
 
 def training_network(model: nn.Module, device: torch.device, kernels: str, precision: str,
@@ -118,22 +117,6 @@ class Engine:
         return self.cfg.compile and self.device.type == "cuda"
 
 
-def _recipe_value(cfg: TrainConfig, field: str) -> str:
-    """' (recipe R's)' when `cfg`'s recipe sets `field` to the value it has, for errors about a flag not typed."""
-    if cfg.recipe and get_recipe(cfg.recipe).get(field, object()) == getattr(cfg, field):
-        return f" (recipe {cfg.recipe}'s)"
-    return ""
-
-
-def train_size_problem(train_size: int, available: int, val_size: int = 0, note: str = "",
-                       zero_means_all: bool = True) -> str:
-    """Why --train-size N cannot be: there are only `available` training images (`lenet train`, `lenet bench`;
-    bench has no --train-size 0)."""
-    return (f"--train-size {train_size}{note} is more than the {available} training images"
-            + (f" left after --val-size {val_size}" if val_size else "")
-            + f"; give --train-size {available} or less" + (" (0: all of them)" if zero_means_all else ""))
-
-
 def model_kwargs(cfg: TrainConfig) -> dict[str, Any]:
     """The builder arguments `cfg` sets (the network's own defaults for the rest)."""
     given = {"init": cfg.init, "digit_width": cfg.digit_width}
@@ -146,10 +129,10 @@ def build_engine(cfg: TrainConfig, device: torch.device, command: str | None = N
     channels_last = device.type == "cpu"  # measured: +10-20% images/s for these convs on CPU
     data = load_dataset(cfg.dataset, cfg.data_root, cfg.val_size, cfg.seed if cfg.val_seed is None else cfg.val_seed)
     train = data.train.to(device)
+    problems = split_problems(cfg, len(train) + cfg.val_size)
+    if problems:
+        raise ConfigError(problems[0])
     if cfg.train_size:
-        if cfg.train_size > len(train):
-            raise ConfigError(train_size_problem(cfg.train_size, len(train), cfg.val_size,
-                                                 _recipe_value(cfg, "train_size")))
         train = Split(train.images[:cfg.train_size], train.labels[:cfg.train_size])
     model = get_model(cfg.model, **model_kwargs(cfg)).to(device)
     if channels_last:
