@@ -16,7 +16,7 @@ LAYERS = [
     ["lenet.errors", "lenet._io", "lenet._version", "lenet._paths", "lenet._lazy", "lenet.hardware", "lenet.idx"],
     ["lenet.registry"],
     ["lenet.data", "lenet.augment", "lenet.losses", "lenet.recipes", "lenet.models", "lenet.optim",
-     "lenet.shipped_onnx"],
+     "lenet.shipped_onnx", "lenet.shipped"],
     ["lenet.inference"],
     ["lenet.checkpoint", "lenet.weights", "lenet.trainer", "lenet.predict", "lenet.viz", "lenet.export",
      "lenet.bench", "lenet.committee", "lenet.speedrun"],

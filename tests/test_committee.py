@@ -152,6 +152,7 @@ def test_a_tampered_member_is_refused(copy, capsys):
     _one_error_line(capsys, ["export", "--checkpoint", str(copy), "--format", "onnx", "--out",
                              str(copy.parent / "c.onnx")], "SHA-256 mismatch")
     assert not (copy.parent / "c.onnx").exists()
+    _one_error_line(capsys, ["committee", "show", str(copy)], str(member), "SHA-256 mismatch")  # it printed the table
 
 
 def test_a_member_swapped_with_its_record_is_refused(copy):
@@ -249,10 +250,14 @@ def test_cli_refusals(tmp_path, capsys, built):
                     "is itself a committee")
     _one_error_line(capsys, ["committee", "build", str(tmp_path / "c"), "seed", "classic", "--best", "1"],
                     "--best chooses by validation accuracy", "--val-size")
+    _one_error_line(capsys, ["committee", "build", str(tmp_path / "c"), "seed", "classic", "--best", "3"],
+                    "--best 3 chooses from 2 runs: give --best 2 or less, or more runs")
     _one_error_line(capsys, ["committee", "build", str(tmp_path / "c"), str(tmp_path / "nothing")],
                     "no checkpoint at")
     assert not (tmp_path / "c").exists()
     assert main(["committee"]) == 2 and "build" in capsys.readouterr().out
+    _one_error_line(capsys, ["committee", "show", str(tmp_path / "nowhere")],
+                    f"lenet committee: error: {tmp_path}/nowhere does not exist")
 
 
 def test_an_out_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys, monkeypatch):

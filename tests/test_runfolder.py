@@ -205,6 +205,12 @@ def test_a_damaged_resume_state_is_one_line(finished, tmp_path, capsys, damage):
                              "or damaged; restore the run folder from a copy, or start the run again with --overwrite")
 
 
+def test_resuming_a_file_says_it_is_a_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    line = one_line_error(capsys, ["train", "--resume", str(tmp_path / "afile")])
+    assert line == f"lenet train: error: {tmp_path}/afile is a file, not a lenet run folder (a folder written by --out)"
+
+
 def test_a_damaged_config_json_is_one_line(finished, tmp_path, capsys):
     folder = copy_run(finished[0], tmp_path / "run")
     (folder / "config.json").write_text('{"model": "seed",')
@@ -221,6 +227,17 @@ def test_a_damaged_model_json_is_one_line(finished, tmp_path, capsys, content, p
     record.write_text(content)
     line = one_line_error(capsys, ["train", "--resume", str(folder)])
     assert line.startswith(f"lenet train: error: {record} {problem}")
+
+
+def test_a_folder_copied_with_its_links_followed_says_how_to_copy_it(finished, tmp_path):
+    copied = Path(shutil.copytree(finished[0], tmp_path / "copied"))  # the default follows links
+    with pytest.raises(CheckpointError) as refused:
+        load_network(copied)
+    assert str(refused.value) == (
+        f"{copied}/checkpoint is a folder, not the link lenet writes: the run folder was copied with its links "
+        "followed; copy it keeping them (cp -a, rsync -a, shutil.copytree(..., symlinks=True)), or load "
+        f"{copied}/model.safetensors itself")
+    assert load_network(copied / "model.safetensors").model_name == "seed"
 
 
 # --- stray files, older folders --------------------------------------------------------------------------------

@@ -51,10 +51,10 @@ def test_models_lists_every_registered_network(seed):
 def test_checkpoint_is_served_with_its_accuracy(tmp_path, monkeypatch, seed):
     # A folder called like a network: --checkpoint always means a path, never the shipped weights.
     monkeypatch.chdir(tmp_path)
-    lenet.checkpoint.save_checkpoint(tmp_path / "seed", seed, {"metrics": {"test_accuracy": 98.5}})
+    lenet.checkpoint.save_checkpoint(tmp_path / "seed", seed, {"metrics": {"test_accuracy": 98.52999844551086}})
     with TestClient(create_app(checkpoint="seed")) as client:
         entry = next(m for m in client.get("/api/models").json()["models"] if m["name"] == "seed")
-        assert entry == {**entry, "source": "checkpoint", "test_accuracy": 98.5, "available": True}
+        assert entry == {**entry, "source": "checkpoint", "test_accuracy": 98.53, "available": True}
         assert client.post("/api/predict", json=PIXELS).status_code == 200
     with pytest.raises(ConfigError, match="does not match the checkpoint"):
         create_app("classic", tmp_path / "seed")

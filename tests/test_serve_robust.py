@@ -470,5 +470,34 @@ def test_port_in_use_is_one_line_and_exit_2(capsys):
         port = taken.getsockname()[1]
         assert main(["serve", "--port", str(port), "--log-level", "critical"]) == 2
     out, err = capsys.readouterr()
-    assert err == (f"lenet serve: error: could not serve on 127.0.0.1:{port} (uvicorn's message above says why; "
-                   "a port in use? choose another with --port)\n")
+    assert (out, err) == ("", f"lenet serve: error: cannot serve on 127.0.0.1:{port}: Address already in use; "
+                              "another program serves on it: choose another --port\n")  # checked before the banner
+    assert main(["serve", "--host", "999.1.1.1", "--port", "8000"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("lenet serve: error: --host 999.1.1.1 is neither an address nor a name this "
+                                        "machine resolves (")
+    assert err.count("\n") == 1
+
+
+def test_port_0_serves_on_the_port_the_system_chose_and_says_which(tmp_path):
+    log = tmp_path / "server.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lenet", "serve", "--port", "0", "--log-level", "warning"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "(Ctrl+C to stop)" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        banner = next(line for line in log.read_text().splitlines() if "(Ctrl+C to stop)" in line)
+        port = int(banner.split("http://127.0.0.1:")[1].split()[0])
+        assert port != 0
+        while time.monotonic() < deadline:
+            try:
+                assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            pytest.fail(f"nothing answered on port {port}: {log.read_text()[-2000:]}")
+    finally:
+        stop(Served(proc, 0, log))

@@ -58,6 +58,12 @@ def test_config_is_frozen_and_replace_validates():
         dataclasses.replace(cfg, epochs=0)
 
 
+def test_an_empty_folder_name_is_refused():  # --out '' trained and saved nothing, silently
+    for name, flag in (("out", "out"), ("data_root", "data-root")):
+        with pytest.raises(ConfigError, match=f"^{flag} is empty: give a folder, or leave it out$"):
+            make_config(**{name: ""})
+
+
 def test_extra_options_cannot_shadow_training_options():
     assert make_config(extra={"margin": 0.5}).extra == {"margin": 0.5}  # a plug-in loss's own option
     with pytest.raises(ConfigError, match="extra's 'label_smoothing' is a training option of its own: give "

@@ -245,3 +245,10 @@ def test_lenet_load_takes_a_device_name_or_a_device():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="--device cuda asked for, but torch sees no CUDA GPU"):
             lenet.load("seed", device="cuda")
+
+
+def test_the_api_names_what_it_was_given_that_it_cannot_use():
+    with pytest.raises(CheckpointError, match="^the weights source is empty: give a network's name or a path$"):
+        lenet.load("")
+    with pytest.raises(TypeError, match="^model must be a network, a name or a path, got int$"):
+        lenet.evaluate(5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -75,8 +74,10 @@ def _member_list(members: Any) -> list[str | os.PathLike]:
 def evaluate(model: nn.Module | str | os.PathLike, dataset: str = "mnist", data_root: str | None = None,
              device: str = "auto") -> EvalResult:
     """Test-set accuracy, per-class accuracy and confusion matrix of a network, a name or a path."""
-    if isinstance(model, (str, Path)):
+    if isinstance(model, (str, os.PathLike)):
         model = load(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a network, a name or a path, got {type(model).__name__}")
     model = model.to(pick_device(device))
     return _evaluate(model, load_dataset(dataset, data_root).test)
 

@@ -157,6 +157,10 @@ def current_generation(folder: Path) -> Path | None:
     except FileNotFoundError:
         return None
     except OSError:
+        if link.is_dir() and (link / WEIGHTS_NAME).is_file():  # cp -rL, rsync -L, shutil.copytree's default
+            raise CheckpointError(f"{link} is a folder, not the link lenet writes: the run folder was copied with its "
+                                  "links followed; copy it keeping them (cp -a, rsync -a, shutil.copytree(..., "
+                                  f"symlinks=True)), or load {folder / WEIGHTS_NAME} itself") from None
         raise CheckpointError(f"{link} is not the link lenet writes (a file or folder was put there): "
                               "restore the run folder from a copy") from None
     generation = folder / target
@@ -362,6 +366,15 @@ def _from_v1(data: dict[str, Any], weights: Path) -> dict[str, Any]:
     }
 
 
+def check_digest(record: WeightsRecord, data: bytes) -> None:
+    """Refuse (CheckpointError) weights bytes whose SHA-256 is not the one their record holds."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != record.sha256:
+        raise CheckpointError(f"{record.weights_path}: SHA-256 mismatch: the file hashes to {actual[:16]}..., its "
+                              f"record {record.sidecar_path.name} says {record.sha256[:16]}...; it was changed or "
+                              "damaged after it was written: restore it (shipped weights: reinstall lenet) or retrain")
+
+
 def load_weights(record: WeightsRecord, *, device: torch.device | str = "cpu",
                  expected_model: str | None = None) -> nn.Module:
     """Rebuild the network `record` describes, in eval mode on `device`, from exactly the bytes whose
@@ -376,15 +389,15 @@ def load_weights(record: WeightsRecord, *, device: torch.device | str = "cpu",
         data = path.read_bytes()
     except OSError as e:
         raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != record.sha256:
-        raise CheckpointError(f"{path}: SHA-256 mismatch: the file hashes to {actual[:16]}..., its record "
-                              f"{record.sidecar_path.name} says {record.sha256[:16]}...; it was changed or damaged "
-                              "after it was written: restore it (shipped weights: reinstall lenet) or retrain")
+    check_digest(record, data)
     try:
         state = load_tensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
+    broken = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:  # such a network answers class 0 for every image, with NaN confidence: never a silent result
+        raise CheckpointError(f"{path} holds NaN or infinite values ({', '.join(broken[:3])}): its training diverged "
+                              "before these weights were saved; train again (a lower --lr, or --warmup-epochs)")
     model = get_model(record.model, **record.model_kwargs)
     _load_state(model, state, path)
     return model.to(device).eval()

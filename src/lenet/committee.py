@@ -129,6 +129,8 @@ def read_manifest(folder: str | os.PathLike) -> dict[str, Any]:
         data = read_json_object(path, CheckpointError, "a committee manifest",
                                 "rebuild the committee with `lenet committee build`")
     except FileNotFoundError:
+        if not path.parent.exists():
+            raise CheckpointError(f"{path.parent} does not exist") from None
         raise CheckpointError(f"{path.parent} holds no {MANIFEST_NAME}: not a committee folder") from None
     version = data.get("schema_version")
     if isinstance(version, int) and version > SCHEMA_VERSION and data.get("schema") == SCHEMA:

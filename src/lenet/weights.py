@@ -71,6 +71,8 @@ def resolve(source: Source) -> Path:
         return _readable(path)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(f"a weights source is a network name or a path, not {type(source).__name__}")
+    if os.fspath(source) == "":
+        raise CheckpointError("the weights source is empty: give a network's name or a path")
     path = Path(source)
     if not path.exists() and isinstance(source, str) and os.sep not in source and "/" not in source:
         raise CheckpointError(f"no checkpoint at {source}, and no network is registered under that name "

@@ -117,7 +117,8 @@ def _width_or_as_drawn(text: str) -> int | None:
 def _add_show(actions) -> None:
     p = actions.add_parser("show", help="print a committee's members, hashes, provenance and metrics",
                            description="Print a committee folder's manifest as a table (nothing is evaluated; "
-                                       "every member's record is checked against the manifest).")
+                                       "every member's record is checked against the manifest, and its weights "
+                                       "against the record's SHA-256).")
     p.add_argument("folder", metavar="DIR", help="a committee folder")
     p.add_argument("--json", action="store_true", help="print the manifest as one JSON object")
     p.set_defaults(run=run_show)
@@ -173,6 +174,9 @@ def _best(records: list[WeightsRecord], sources: list[str], best: int) -> tuple[
 
     if best < 1:
         raise ConfigError(f"--best must be at least 1, got {best}")
+    if best > len(records):
+        raise ConfigError(f"--best {best} chooses from {len(records)} runs: give --best {len(records)} or less, or "
+                          "more runs")
     missing = [s for r, s in zip(records, sources, strict=True) if r.metrics.get("val_accuracy") is None]
     if missing:
         raise ConfigError(f"--best chooses by validation accuracy, which {', '.join(missing)} did not record: "
@@ -310,9 +314,14 @@ def run_train(args: argparse.Namespace) -> int:
 # --- show / the table ----------------------------------------------------------------------------------------
 
 def run_show(args: argparse.Namespace) -> int:
-    from lenet import committee
+    from lenet import checkpoint, committee
+    from lenet.errors import CheckpointError
 
-    committee.member_records(args.folder)  # every member's record agrees with the manifest
+    for record in committee.member_records(args.folder):  # every member's record agrees with the manifest
+        try:
+            checkpoint.check_digest(record, record.weights_path.read_bytes())  # and its weights with the record
+        except OSError as e:
+            raise CheckpointError(f"{record.weights_path} cannot be read ({e.strerror or e})") from None
     _report(committee.read_manifest(args.folder), args.folder, args.json)
     return 0
 

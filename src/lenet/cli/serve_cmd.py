@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import ipaddress
 import math
 import os
 import signal
+import socket
 import sys
 
 LOOPBACK_NAMES = ["127.0.0.1", "localhost", "[::1]"]
@@ -111,6 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from ..serve import create_app  # raises a LenetError naming a missing web package
 
     limits, timeouts = _limits(args), _timeouts(args)  # every flag checked before anything is loaded
+    sock = _bind(args.host, args.port)  # a port in use or a host that is not this machine's: before the loading
     import torch
 
     # Parallelism comes from the worker pool; torch's own intra-op threads would only fight it for the
@@ -123,13 +126,36 @@ def run_serve(args: argparse.Namespace) -> int:
     if allowed_hosts is None:
         print(f"lenet serve: warning: binding to {args.host} exposes the server beyond this machine; it has no "
               "authentication", file=sys.stderr)
-    print(f"lenet serve: {app.state.store.default} on http://{url_host(args.host)}:{args.port}  (Ctrl+C to stop)",
+    port = sock.getsockname()[1]  # --port 0: the one the system chose
+    print(f"lenet serve: {app.state.store.default} on http://{url_host(args.host)}:{port}  (Ctrl+C to stop)",
           flush=True)
-    _serve(app, args, timeouts)
+    _serve(app, args, timeouts, sock)
     return 0
 
 
-def _serve(app, args: argparse.Namespace, timeouts: dict) -> None:
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to HOST:PORT (not yet listening), or ConfigError in one line."""
+    from ..errors import ConfigError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host} is neither an address nor a name this machine resolves ({e.strerror})") \
+            from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart reuses the port at once
+    try:
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        hint = "another program serves on it: choose another --port" if e.errno == errno.EADDRINUSE else \
+            "give an address of this machine with --host"
+        raise ConfigError(f"cannot serve on {url_host(host)}:{port}: {e.strerror or e}; {hint}") from None
+    return sock
+
+
+def _serve(app, args: argparse.Namespace, timeouts: dict, sock: socket.socket) -> None:
     """Runs uvicorn until SIGINT (KeyboardInterrupt) or SIGTERM (errors.Terminated), after a graceful stop:
     no new connections, and requests in progress answered (up to SHUTDOWN_GRACE_S)."""
     import uvicorn
@@ -141,18 +167,17 @@ def _serve(app, args: argparse.Namespace, timeouts: dict) -> None:
     # No limit_concurrency: uvicorn counts open connections against it, so clients holding connections
     # open (slowloris) could make it refuse every real request. Deadlines on reading requests free held
     # connections instead, and the inference pool bounds the work (503 when full).
-    config = uvicorn.Config(app, host=args.host.strip("[]"), port=args.port, log_level=args.log_level,
+    config = uvicorn.Config(app, host=args.host.strip("[]"), port=sock.getsockname()[1], log_level=args.log_level,
                             http=guarded_protocol(timeouts["header"], timeouts["body"]),
                             timeout_keep_alive=timeouts["keep_alive"], timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
                             ws="none", server_header=False)  # no WebSocket routes: upgrades are plain requests
     server = _server_class()(config)
     try:
-        server.run()
+        server.run(sockets=[sock])
     except SystemExit as e:  # uvicorn's way out when it cannot start, after logging why
         if e.code in (0, None):
             raise
-        raise ConfigError(f"could not serve on {args.host}:{args.port} (uvicorn's message above says why; "
-                          "a port in use? choose another with --port)") from None
+        raise ConfigError(f"could not serve on {args.host}:{args.port} (uvicorn's message above says why)") from None
     if signal.SIGTERM in server.signals:
         raise Terminated(f"; stopped taking connections and let the requests in progress finish "
                          f"({SHUTDOWN_GRACE_S} s at most)")

@@ -329,6 +329,8 @@ def _type_problems(cfg: TrainConfig) -> list[str]:
                  if not isinstance(getattr(cfg, n), bool)]
     problems += [f"{_flag(n)} must be a string, got {_shown(getattr(cfg, n))}" for n in _OPTIONAL_STRINGS
                  if not isinstance(getattr(cfg, n), (str, type(None)))]
+    problems += [f"{_flag(n)} is empty: give a folder, or leave it out" for n in ("out", "data_root")
+                 if getattr(cfg, n) == ""]
     problems += [f"{_flag(n)} must be an integer, got {_shown(getattr(cfg, n))}" for n in _OPTIONAL_INTEGERS
                  if getattr(cfg, n) is not None and not _is_integer(getattr(cfg, n))]
     if not _is_pair_of_reals(cfg.betas):
@@ -517,6 +519,8 @@ def config_from_dict(values: Mapping[str, Any], where: str = "config") -> TrainC
 def load_config(folder: str | os.PathLike) -> TrainConfig:
     """The config a run in `folder` was started with (its config.json)."""
     path = Path(folder) / "config.json"
+    if Path(folder).is_file():
+        raise ConfigError(f"{folder} is a file, not a lenet run folder (a folder written by --out)")
     if not path.is_file():
         raise ConfigError(f"{path} does not exist: {folder} is not a lenet run folder (written by --out)")
     return config_from_dict(read_json_object(path, ConfigError, "a lenet training config"), str(path))
