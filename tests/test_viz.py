@@ -95,6 +95,18 @@ def test_viz_errors(tmp_path, capsys):
     assert "--index must be between 0 and 9999" in capsys.readouterr().err
 
 
+def test_a_bad_index_is_refused_before_any_figure_is_drawn(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("lenet.inference.evaluate", _must_not_run)  # it used to evaluate the network first
+    monkeypatch.setattr(viz, "misclassified", _must_not_run)
+    assert main(["viz", "--index", "-1", "--out", str(tmp_path / "figs")]) == 2
+    assert capsys.readouterr().err == "lenet viz: error: --index must be between 0 and 9999, got -1\n"
+    assert not (tmp_path / "figs").exists()
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a figure was drawn before --index was checked")
+
+
 @pytest.mark.parametrize("limit", ["0", "-5"])
 def test_viz_limit_must_be_a_positive_integer(tmp_path, capsys, limit):
     # were an empty figure (0) and all but the last five misclassified digits (-5, Python's slicing), exit 0

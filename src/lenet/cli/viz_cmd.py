@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(args.out, "--out")
     model, source, history = _network(args)
     name, out, test = model.model_name, Path(args.out), load_dataset("mnist").test
+    feature = _feature_image(args, test) if "features" in only else None  # a bad --index or --image: before the work
     written = []
     evaluated = evaluate(model, test) if {"curves", "confusion"} & set(only) else None
     if "curves" in only:
@@ -83,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
         written.append(viz.misclassified(model, test.images, test.labels, out / "misclassified.png", args.limit))
     if "kernels" in only:
         written.append(viz.kernels(model, out / "kernels.png"))
-    if "features" in only:
-        image, label = _feature_image(args, test)
+    if feature is not None:
+        image, label = feature
         written.append(viz.feature_maps(model, image, out / "features.png",
                                         title=f"{name}: activations of every stage for {label}"))
     if "elastic" in only:
