@@ -28,6 +28,7 @@ import datetime
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,13 +367,24 @@ def _from_v1(data: dict[str, Any], weights: Path) -> dict[str, Any]:
     }
 
 
-def check_digest(record: WeightsRecord, data: bytes) -> None:
-    """Refuse (CheckpointError) weights bytes whose SHA-256 is not the one their record holds."""
+def checked_bytes(record: WeightsRecord) -> bytes:
+    """The bytes of `record`'s weights file, refused (CheckpointError) unless their SHA-256 is the record's."""
+    path = record.weights_path
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
     actual = hashlib.sha256(data).hexdigest()
     if actual != record.sha256:
-        raise CheckpointError(f"{record.weights_path}: SHA-256 mismatch: the file hashes to {actual[:16]}..., its "
-                              f"record {record.sidecar_path.name} says {record.sha256[:16]}...; it was changed or "
-                              "damaged after it was written: restore it (shipped weights: reinstall lenet) or retrain")
+        raise CheckpointError(f"{path}: SHA-256 mismatch: the file hashes to {actual[:16]}..., its record "
+                              f"{record.sidecar_path.name} says {record.sha256[:16]}...; it was changed or damaged "
+                              "after it was written: restore it (shipped weights: reinstall lenet) or retrain")
+    return data
+
+
+def nonfinite_names(named: Iterable[tuple[str, torch.Tensor]]) -> list[str]:
+    """The names of the floating-point tensors in `named` that hold a NaN or an infinity."""
+    return [name for name, t in named if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def load_weights(record: WeightsRecord, *, device: torch.device | str = "cpu",
@@ -385,16 +397,12 @@ def load_weights(record: WeightsRecord, *, device: torch.device | str = "cpu",
                               f"(available: {', '.join(list_models())})")
     if expected_model is not None and record.model != expected_model:
         raise CheckpointError(f"{path} holds a {record.model!r} network, not {expected_model!r}")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise CheckpointError(f"{path} cannot be read ({e.strerror or e})") from None
-    check_digest(record, data)
+    data = checked_bytes(record)
     try:
         state = load_tensors(data)
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is truncated or corrupt: {e}") from None
-    broken = [name for name, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    broken = nonfinite_names(state.items())
     if broken:  # such a network answers class 0 for every image, with NaN confidence: never a silent result
         raise CheckpointError(f"{path} holds NaN or infinite values ({', '.join(broken[:3])}): its training diverged "
                               "before these weights were saved; train again (a lower --lr, or --warmup-epochs)")

@@ -26,7 +26,7 @@ from torch import nn
 from ._io import atomic_write, atomic_write_json, file_digest
 from ._paths import check_output_file
 from ._version import __version__
-from .checkpoint import INPUT_SPEC, OUTPUT_SPEC
+from .checkpoint import INPUT_SPEC, OUTPUT_SPEC, nonfinite_names
 from .errors import ConfigError, LenetError
 from .inference import to_input
 
@@ -140,8 +140,7 @@ def check_not_a_source_file(out: str | os.PathLike, source_files: Iterable[Path]
 
 def nonfinite_parameters(model: nn.Module) -> list[str]:
     """The names of the parameters and buffers of `model` that hold a NaN or an infinity."""
-    return [name for name, t in [*model.named_parameters(), *model.named_buffers()]
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return nonfinite_names([*model.named_parameters(), *model.named_buffers()])
 
 
 def export(model: nn.Module, out: str | os.PathLike, format: str = "onnx", check_images: torch.Tensor | None = None,

@@ -315,13 +315,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     from lenet import checkpoint, committee
-    from lenet.errors import CheckpointError
 
     for record in committee.member_records(args.folder):  # every member's record agrees with the manifest
-        try:
-            checkpoint.check_digest(record, record.weights_path.read_bytes())  # and its weights with the record
-        except OSError as e:
-            raise CheckpointError(f"{record.weights_path} cannot be read ({e.strerror or e})") from None
+        checkpoint.checked_bytes(record)  # and its weights with the record
     _report(committee.read_manifest(args.folder), args.folder, args.json)
     return 0
 

@@ -29,9 +29,10 @@ def add_parser(subparsers) -> None:
 def source_files(source: str | Path, record) -> list[Path]:
     """The files an export reads: the weights and their record, and every file of a run or committee folder."""
     from lenet.checkpoint import sidecar_path
+    from lenet.weights import is_name
 
     files = [record.weights_path, sidecar_path(record.weights_path)]
-    if Path(source).is_dir():
+    if not is_name(source) and Path(source).is_dir():  # a name means shipped weights, never a folder here
         files += [p for p in Path(source).rglob("*") if p.is_file()]
     return files
 
